@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# GRPO on a CPU-only machine through the real OpenRLHF pipeline: vLLM's CPU build generates, the reward
+# function scores, DeepSpeed ZeRO-2 updates the actor on its CPU accelerator, weights sync back to vLLM.
+# `make demo` runs this; every path below can be overridden from the environment.
+set -euo pipefail
+
+MODEL=${MODEL:-outputs/tiny-model}
+DATA=${DATA:-examples/data/demo_prompts.jsonl}
+REWARD_FN=${REWARD_FN:-examples/rewards/demo_reward.py}
+OUT=${OUT:-outputs/demo}
+STEPS_PROMPTS=${STEPS_PROMPTS:-8}   # prompts used; with ROLLOUT_BATCH=4 that is 2 GRPO steps
+ROLLOUT_BATCH=${ROLLOUT_BATCH:-4}
+N_SAMPLES=${N_SAMPLES:-4}
+PYTHON=${PYTHON:-python3}
+
+RUNTIME_ARGS=(--runtime cpu --runtime.verify_weight_sync)
+PLACEMENT_ARGS=(
+  --actor.num_nodes 1 --actor.num_gpus_per_node 1
+  --ref.num_nodes 1 --ref.num_gpus_per_node 1
+  --vllm.num_engines 1 --vllm.tensor_parallel_size 1
+)
+MODEL_ARGS=(--actor.model_name_or_path "$MODEL" --ds.zero_stage 2 --ds.param_dtype bf16)
+DATA_ARGS=(
+  --data.prompt_dataset "$DATA" --data.input_key input --data.label_key label --data.apply_chat_template
+  --data.max_samples "$STEPS_PROMPTS" --data.max_len 256
+)
+ROLLOUT_ARGS=(
+  --rollout.batch_size "$ROLLOUT_BATCH" --rollout.n_samples_per_prompt "$N_SAMPLES"
+  --rollout.max_new_tokens 32 --rollout.micro_batch_size 4 --rollout.temperature 1.0
+)
+TRAIN_ARGS=(
+  --train.batch_size $((ROLLOUT_BATCH * N_SAMPLES)) --train.micro_batch_size 4 --train.max_epochs 1
+  --train.num_episodes 1 --train.seed 42 --actor.adam.lr 1e-3
+)
+ALGO_ARGS=(--algo.advantage.estimator group_norm --algo.kl.init_coef 0.01 --algo.kl.use_loss --algo.kl.estimator k3)
+REWARD_ARGS=(--reward.remote_url "$REWARD_FN")
+LOG_ARGS=(--logger.tensorboard_dir "$OUT/tensorboard" --ckpt.output_dir "$OUT/model" --ckpt.path "$OUT/ckpt")
+
+exec "$PYTHON" -m openrlhf_maestro.cli.train_ppo_ray \
+  "${RUNTIME_ARGS[@]}" "${PLACEMENT_ARGS[@]}" "${MODEL_ARGS[@]}" "${DATA_ARGS[@]}" "${ROLLOUT_ARGS[@]}" \
+  "${TRAIN_ARGS[@]}" "${ALGO_ARGS[@]}" "${REWARD_ARGS[@]}" "${LOG_ARGS[@]}" "$@"

@@ -1,0 +1,160 @@
+"""OpenRLHF's ``train_ppo_ray`` with the plugin's launcher flags in front.
+
+    python -m openrlhf_maestro.cli.train_ppo_ray [--runtime cpu] [--runtime.* ...] <train_ppo_ray flags>
+
+The launcher consumes only its own ``--runtime*`` flags and runs ``openrlhf.cli.train_ppo_ray`` as
+``__main__`` with every other flag unchanged. Without ``--runtime cpu`` nothing is patched: the run is
+OpenRLHF's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import runpy
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
+
+
+def build_launcher_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m openrlhf_maestro.cli.train_ppo_ray",
+        add_help=False,
+        description="Launcher flags; every other flag goes to OpenRLHF's train_ppo_ray unchanged.",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=["gpu", "cpu"],
+        default="gpu",
+        help="gpu: OpenRLHF as published (default). cpu: apply the CPU runtime patches in every process "
+        "and start a local Ray with logical GPUs, for CPU-only machines (tests, demos).",
+    )
+    parser.add_argument(
+        "--runtime.num_gpus",
+        dest="num_gpus",
+        type=int,
+        default=None,
+        help="cpu runtime: logical GPUs for the local Ray (default: enough for the given placement flags)",
+    )
+    parser.add_argument(
+        "--runtime.num_cpus",
+        dest="num_cpus",
+        type=int,
+        default=None,
+        help="cpu runtime: logical CPUs for the local Ray (default: max(logical GPUs, cores))",
+    )
+    parser.add_argument(
+        "--runtime.verify_weight_sync",
+        dest="verify_weight_sync",
+        action="store_true",
+        help="after training, compare every vLLM engine's weights with the saved actor and write "
+        "weight_sync_check.json into --ckpt.output_dir; exit 3 if they differ",
+    )
+    return parser
+
+
+@contextlib.contextmanager
+def capture_parsed_args(on_parsed: Callable[[argparse.Namespace], None]) -> Iterator[None]:
+    """Call ``on_parsed`` with the namespace of the first ``ArgumentParser.parse_args`` in this block.
+
+    OpenRLHF builds its parser inline under ``__main__`` (cli/train_ppo_ray.py 197-627), so this is
+    where the launcher can see the final flag values.
+    """
+    original = argparse.ArgumentParser.parse_args
+    seen = False
+
+    def parse_args(self, args=None, namespace=None):
+        nonlocal seen
+        parsed = original(self, args, namespace)
+        if not seen:
+            seen = True
+            on_parsed(parsed)
+        return parsed
+
+    argparse.ArgumentParser.parse_args = parse_args
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.parse_args = original
+
+
+@contextlib.contextmanager
+def capture_vllm_engines(engines: list) -> Iterator[None]:
+    """Record the engine handles ``create_vllm_engines`` returns (the CLI imports it at module level)."""
+    import openrlhf.trainer.ray as ray_pkg
+
+    original = ray_pkg.create_vllm_engines
+
+    def create_vllm_engines(*args, **kwargs):
+        created = original(*args, **kwargs)
+        engines.extend(created)
+        return created
+
+    ray_pkg.create_vllm_engines = create_vllm_engines
+    try:
+        yield
+    finally:
+        ray_pkg.create_vllm_engines = original
+
+
+def run_openrlhf(argv: list[str]) -> None:
+    """Run OpenRLHF's CLI module as ``__main__`` with ``argv``."""
+    saved = sys.argv
+    sys.argv = [OPENRLHF_CLI.replace(".", "/") + ".py", *argv]
+    try:
+        runpy.run_module(OPENRLHF_CLI, run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    launcher = build_launcher_parser()
+    opts, rest = launcher.parse_known_args(argv)
+    t_start = time.time()
+    if "-h" in rest or "--help" in rest:
+        launcher.print_help()
+        print("\nOpenRLHF's train_ppo_ray flags follow.\n", flush=True)
+        if opts.runtime == "cpu":  # OpenRLHF's CLI does not even import on CPU without the patches
+            from openrlhf_maestro.runtime.cpu_patches import install
+
+            install()
+    elif opts.runtime == "cpu":
+        from openrlhf_maestro.runtime.cpu_launch import setup
+
+        rest = setup(rest, opts.num_gpus, opts.num_cpus)
+    elif opts.verify_weight_sync:
+        print("--runtime.verify_weight_sync is only available with --runtime cpu", file=sys.stderr)
+        return 2
+
+    parsed: dict[str, argparse.Namespace] = {}
+    engines: list = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(capture_parsed_args(lambda ns: parsed.setdefault("args", ns)))
+        if opts.verify_weight_sync:
+            stack.enter_context(capture_vllm_engines(engines))
+        run_openrlhf(rest)
+    print(f"[openrlhf-maestro] train_ppo_ray finished in {time.time() - t_start:.1f}s", file=sys.stderr, flush=True)
+
+    if opts.verify_weight_sync:
+        from openrlhf_maestro.runtime.weight_sync_check import verify
+
+        output_dir = Path(getattr(parsed["args"], "ckpt.output_dir"))
+        report = output_dir / "weight_sync_check.json"
+        ok = verify(engines, output_dir, report)
+        print(
+            f"[openrlhf-maestro] vLLM weights {'equal' if ok else 'DIFFER FROM'} the saved actor: {report}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not ok:
+            return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

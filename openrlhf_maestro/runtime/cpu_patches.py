@@ -1,0 +1,228 @@
+"""Every change that lets the unmodified OpenRLHF 0.11.2 GRPO pipeline run on a CPU-only machine.
+
+Each entry of ``PATCHES`` names the module it waits for, the attribute it rebinds and why. ``install()``
+registers them as post-import hooks, so a patch lands in whichever process imports its target: the
+driver, the Ray actors (PPOTrainer, policy, reference) and vLLM's engine-core subprocess all run
+``install()`` from the ``sitecustomize`` that the launcher puts on ``PYTHONPATH``.
+
+Nothing here runs unless the launcher is given ``--runtime cpu``; on a GPU machine OpenRLHF runs as
+published. Line numbers refer to the OpenRLHF 0.11.2 wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+from openrlhf_maestro.runtime import standin_finder
+from openrlhf_maestro.runtime.import_hooks import when_imported
+from openrlhf_maestro.runtime.versions import require_attr
+
+ENV_FLAG = "MAESTRO_RUNTIME"
+
+
+@dataclass(frozen=True)
+class Patch:
+    module: str  # the patch runs right after this module is imported
+    target: str  # dotted name of what it rebinds, for error messages and docs
+    why: str
+    apply: Callable[[ModuleType], None]
+
+
+def _mark(fn: Callable) -> Callable:
+    fn.__maestro_cpu_patch__ = True
+    return fn
+
+
+def _is_patched(fn: object) -> bool:
+    return getattr(fn, "__maestro_cpu_patch__", False)
+
+
+def _rebind(owner: object, attr: str, target: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace ``owner.attr`` by ``make(original)`` once; raise if the attribute is gone."""
+    original = require_attr(owner, attr, target)
+    if _is_patched(original):
+        return
+    setattr(owner, attr, _mark(make(original)))
+
+
+# --- torch.cuda ---------------------------------------------------------------------------------------
+
+
+def _patch_torch_cuda(torch: ModuleType) -> None:
+    """~25 unconditional ``torch.cuda.*`` calls (deepspeed.py 97, ppo_actor.py 171/417/627, launcher.py 64/136,
+    replay_buffer.py 104, ...) raise on CPU torch. Device queries answer "cpu"; sync calls become no-ops."""
+    cuda = torch.cuda
+    _rebind(cuda, "set_device", "torch.cuda.set_device", lambda _: lambda device: None)
+    _rebind(cuda, "synchronize", "torch.cuda.synchronize", lambda _: lambda device=None: None)
+    _rebind(cuda, "empty_cache", "torch.cuda.empty_cache", lambda _: lambda: None)
+    _rebind(cuda, "current_stream", "torch.cuda.current_stream", lambda _: lambda device=None: None)
+    _rebind(cuda, "current_device", "torch.cuda.current_device", lambda _: lambda: "cpu")
+
+
+# --- OpenRLHF --------------------------------------------------------------------------------------------
+
+
+def _patch_replay_buffer(mod: ModuleType) -> None:
+    """replay_buffer.py 40 builds ``torch.device(f"cuda:{current_device()}")``: keep experiences on the CPU."""
+    import torch
+
+    cls = require_attr(mod, "NaiveReplayBuffer", "openrlhf.trainer.ppo_utils.replay_buffer.NaiveReplayBuffer")
+
+    def make(original_init):
+        @functools.wraps(original_init)
+        def __init__(self, *args, **kwargs):
+            # current_device() answers "cpu" under this runtime, which would make "cuda:cpu".
+            with _current_device_returns(0):
+                original_init(self, *args, **kwargs)
+            self.target_device = torch.device("cpu")
+
+        return __init__
+
+    _rebind(cls, "__init__", "openrlhf.trainer.ppo_utils.replay_buffer.NaiveReplayBuffer.__init__", make)
+
+
+@contextlib.contextmanager
+def _current_device_returns(value):
+    import torch
+
+    saved = torch.cuda.current_device
+    torch.cuda.current_device = lambda: value
+    try:
+        yield
+    finally:
+        torch.cuda.current_device = saved
+
+
+def _patch_device_mesh(mod: ModuleType) -> None:
+    """deepspeed.py 105-107 calls ``init_device_mesh("cuda", ...)``: build the mesh on the CPU."""
+
+    def make(original):
+        @functools.wraps(original)
+        def init_device_mesh(device_type, *args, **kwargs):
+            return original("cpu" if device_type == "cuda" else device_type, *args, **kwargs)
+
+        return init_device_mesh
+
+    _rebind(mod, "init_device_mesh", "openrlhf.utils.deepspeed.deepspeed.init_device_mesh", make)
+
+
+def _patch_torch_adam(mod: ModuleType) -> None:
+    """DeepSpeed picks FusedAdam, a C++ JIT build on its CPU accelerator (minutes on 2 cores).
+    ``"torch_adam": true`` in the optimizer params selects ``torch.optim.AdamW`` (engine.py 2172-2175)."""
+    cls = require_attr(mod, "DeepspeedStrategy", "openrlhf.utils.deepspeed.deepspeed.DeepspeedStrategy")
+
+    def make(original):
+        @functools.wraps(original)
+        def get_ds_train_config(self, *args, **kwargs):
+            config = original(self, *args, **kwargs)
+            optimizer = config.get("optimizer")
+            if optimizer and optimizer.get("type") in ("Adam", "AdamW"):
+                optimizer.setdefault("params", {})["torch_adam"] = True
+            return config
+
+        return get_ds_train_config
+
+    _rebind(
+        cls, "get_ds_train_config", "openrlhf.utils.deepspeed.deepspeed.DeepspeedStrategy.get_ds_train_config", make
+    )
+
+
+def _patch_weight_sync_group(mod: ModuleType) -> None:
+    """distributed_util.py 21-26 builds a PyNccl communicator for the DeepSpeed -> vLLM broadcast."""
+    from openrlhf_maestro.runtime.gloo_sync import stateless_init_process_group
+
+    _rebind(
+        mod,
+        "stateless_init_process_group",
+        "openrlhf.utils.distributed_util.stateless_init_process_group",
+        lambda _: stateless_init_process_group,
+    )
+
+
+def _patch_vllm_worker_receive(mod: ModuleType) -> None:
+    """vllm_worker_wrap.py 40 allocates the received weight with ``device="cuda"``: receive on the CPU."""
+    cls = require_attr(mod, "WorkerWrap", "openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap")
+
+    def make(original):
+        @functools.wraps(original)
+        def update_weight(self, name, dtype, shape, empty_cache=False):
+            import torch
+
+            if self._model_update_with_ray:  # --vllm.sync_with_ray goes through ray.util.collective: unchanged
+                return original(self, name, dtype, shape, empty_cache)
+            if dtype != self.model_config.dtype:
+                raise TypeError(f"weight {name}: sender dtype {dtype} != vLLM model dtype {self.model_config.dtype}")
+            weight = torch.empty(shape, dtype=dtype, device="cpu")
+            self._model_update_group.broadcast(weight, src=0)
+            self.model_runner.model.load_weights(weights=[(name, weight)])
+
+        return update_weight
+
+    _rebind(cls, "update_weight", "openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap.update_weight", make)
+
+
+# --- DeepSpeed -------------------------------------------------------------------------------------------
+
+
+def _patch_deepspeed_shm(mod: ModuleType) -> None:
+    """comm/torch.py 31-37 JIT-builds a shared-memory all-reduce op for the CPU accelerator (minutes);
+    gloo's own collectives are enough for one or two ranks."""
+    _rebind(mod, "build_shm_op", "deepspeed.comm.torch.build_shm_op", lambda _: lambda: None)
+
+
+PATCHES: tuple[Patch, ...] = (
+    Patch(
+        "torch",
+        "torch.cuda.{set_device,synchronize,empty_cache,current_stream,current_device}",
+        "CPU torch raises on CUDA device calls",
+        _patch_torch_cuda,
+    ),
+    Patch(
+        "openrlhf.trainer.ppo_utils.replay_buffer",
+        "NaiveReplayBuffer.__init__ (target_device)",
+        "hard-coded cuda:N device",
+        _patch_replay_buffer,
+    ),
+    Patch("openrlhf.utils.deepspeed.deepspeed", "init_device_mesh", "device mesh built on cuda", _patch_device_mesh),
+    Patch(
+        "openrlhf.utils.deepspeed.deepspeed",
+        "DeepspeedStrategy.get_ds_train_config",
+        "FusedAdam needs a C++ JIT build",
+        _patch_torch_adam,
+    ),
+    Patch(
+        "openrlhf.utils.distributed_util", "stateless_init_process_group", "NCCL weight sync", _patch_weight_sync_group
+    ),
+    Patch(
+        "openrlhf.trainer.ray.vllm_worker_wrap",
+        "WorkerWrap.update_weight",
+        "weights received on cuda",
+        _patch_vllm_worker_receive,
+    ),
+    Patch("deepspeed.comm.torch", "build_shm_op", "shm op JIT build", _patch_deepspeed_shm),
+)
+
+# Environment every CPU-runtime process needs; the launcher exports it before Ray starts.
+CPU_ENV: dict[str, str] = {
+    "DS_ACCELERATOR": "cpu",
+    "DS_BUILD_OPS": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache per engine; the tiny models need far less
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def install() -> None:
+    """Register every patch as a post-import hook in this process. Safe to call more than once."""
+    os.environ[ENV_FLAG] = "cpu"
+    for key, value in CPU_ENV.items():
+        os.environ.setdefault(key, value)
+    standin_finder.install()  # ring_attn_utils.py 3-4: flash_attn imported unconditionally
+    for patch in PATCHES:
+        when_imported(patch.module, patch.apply)

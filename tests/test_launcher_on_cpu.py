@@ -1,0 +1,88 @@
+"""The launcher: off means OpenRLHF's CLI with the same flags; --runtime cpu adds only what CPU needs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from _support import REPO, clean_env
+
+from openrlhf_maestro.cli import train_ppo_ray as launcher
+from openrlhf_maestro.runtime import import_hooks
+from openrlhf_maestro.runtime.cpu_launch import CpuFlagError, apply_cpu_flag_defaults, logical_gpus_needed
+
+USER_FLAGS = ["--actor.model_name_or_path", "m", "--rollout.n_samples_per_prompt", "4", "--ds.zero_stage", "2"]
+
+
+def test_gpu_runtime_passes_every_flag_unchanged_and_patches_nothing(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(launcher, "run_openrlhf", lambda argv: seen.setdefault("argv", argv))
+    monkeypatch.delenv("MAESTRO_RUNTIME", raising=False)
+    hooks_before = import_hooks.registered()
+    assert launcher.main(USER_FLAGS) == 0
+    assert seen["argv"] == USER_FLAGS
+    assert import_hooks.registered() == hooks_before
+    import os
+
+    assert "MAESTRO_RUNTIME" not in os.environ
+
+
+def test_cpu_defaults_are_added_only_when_absent():
+    argv, notes = apply_cpu_flag_defaults(USER_FLAGS + ["--ds.attn_implementation", "eager"])
+    assert argv[: len(USER_FLAGS)] == USER_FLAGS
+    assert argv.count("--ds.attn_implementation") == 1 and "eager" in argv
+    assert ["--vllm.sync_backend", "gloo"] == argv[argv.index("--vllm.sync_backend") :][:2]
+    assert "--vllm.enforce_eager" in argv
+    assert notes == ["--vllm.sync_backend gloo", "--vllm.enforce_eager"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ds.attn_implementation", "flash_attention_2"], "--ds.attn_implementation flash_attention_2 cannot run"),
+        (["--vllm.sync_backend=nccl"], "--vllm.sync_backend nccl cannot run with --runtime cpu; use one of: gloo"),
+        (["--ds.packing_samples"], "--ds.packing_samples is not supported with --runtime cpu"),
+    ],
+)
+def test_flags_that_cannot_run_on_cpu_are_refused_by_name(flags, message):
+    with pytest.raises(CpuFlagError, match=message):
+        apply_cpu_flag_defaults(USER_FLAGS + flags)
+
+
+def test_logical_gpus_follow_the_placement_flags():
+    grpo = [
+        "--actor.num_gpus_per_node",
+        "1",
+        "--ref.num_gpus_per_node",
+        "1",
+        "--vllm.num_engines",
+        "2",
+        "--algo.advantage.estimator",
+        "group_norm",
+        "--reward.remote_url",
+        "r.py",
+    ]
+    assert logical_gpus_needed(grpo) == 4
+    assert logical_gpus_needed(grpo + ["--algo.kl.init_coef", "0"]) == 3
+
+
+def test_help_lists_launcher_and_openrlhf_flags():
+    # --runtime cpu: OpenRLHF's CLI does not import on a CPU-only machine without the runtime patches.
+    proc = subprocess.run(
+        [sys.executable, "-m", "openrlhf_maestro.cli.train_ppo_ray", "--runtime", "cpu", "--help"],
+        env=clean_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--runtime {gpu,cpu}" in proc.stdout
+    assert "--actor.model_name_or_path" in proc.stdout  # OpenRLHF's own parser answered too
+
+
+def test_verify_weight_sync_needs_the_cpu_runtime(monkeypatch, capsys):
+    monkeypatch.setattr(launcher, "run_openrlhf", lambda argv: pytest.fail("must not start"))
+    assert launcher.main(["--runtime.verify_weight_sync", *USER_FLAGS]) == 2
+    assert "only available with --runtime cpu" in capsys.readouterr().err
