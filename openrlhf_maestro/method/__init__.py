@@ -1,0 +1,46 @@
+"""MAESTRO (arXiv 2601.07208) as a pure-torch library: Conductor, weights map, normalization, aggregators.
+
+Imports nothing from OpenRLHF; see docs/method.md for the paper-to-code map.
+"""
+
+from .aggregation import (
+    AggregateOutput,
+    GDPOAggregator,
+    MaestroAggregator,
+    RewardAggregator,
+    SumAggregator,
+    available_aggregators,
+    build_aggregator,
+    get_aggregator,
+    register_aggregator,
+)
+from .conductor import Conductor, ConductorSample, Features
+from .config import MaestroConfig
+from .meta_update import MetaUpdater
+from .normalize import ObjectiveNormalizer, RunningMeanStd, group_norm, group_zscore
+from .weights import action_weights, emphasis_weights, validate_prior, weight_matrix
+
+__all__ = [
+    "AggregateOutput",
+    "Conductor",
+    "ConductorSample",
+    "Features",
+    "GDPOAggregator",
+    "MaestroAggregator",
+    "MaestroConfig",
+    "MetaUpdater",
+    "ObjectiveNormalizer",
+    "RewardAggregator",
+    "RunningMeanStd",
+    "SumAggregator",
+    "action_weights",
+    "available_aggregators",
+    "build_aggregator",
+    "emphasis_weights",
+    "get_aggregator",
+    "group_norm",
+    "group_zscore",
+    "register_aggregator",
+    "validate_prior",
+    "weight_matrix",
+]

@@ -1,0 +1,370 @@
+"""Reward aggregators: K reward channels r_ijk -> one scalar R_ij per response, before GRPO's group_norm.
+
+    sum:     R_ij = Σ_k w_k · r_ijk                              (static weights, like TRL's reward_weights)
+    gdpo:    R_ij = Σ_k w_k · r̃_ijk,  r̃ = per-objective z-score inside the group (NVIDIA's GDPO)
+    maestro: R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ π_φ(·|h_ij)  (MAESTRO; π_φ learns from feedback(Â))
+
+N responses, K objectives, H hidden width; group_ids give each response's prompt group. The caller then
+applies the usual group normalization (see `group_norm`) and, for maestro, passes Â back to feedback().
+Everything runs on CPU in float32 (the Conductor lives in OpenRLHF's CPU trainer actor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .conductor import Conductor, Features
+from .config import MaestroConfig
+from .meta_update import MetaUpdater
+from .normalize import ObjectiveNormalizer, group_index, group_norm, group_zscore
+from .weights import validate_prior
+
+__all__ = [
+    "AggregateOutput",
+    "GDPOAggregator",
+    "MaestroAggregator",
+    "RewardAggregator",
+    "SumAggregator",
+    "available_aggregators",
+    "build_aggregator",
+    "get_aggregator",
+    "group_norm",
+    "register_aggregator",
+]
+
+
+@dataclass
+class AggregateOutput:
+    """Result of RewardAggregator.aggregate()."""
+
+    rewards: Tensor
+    """(N,) float32 scalarized reward R_ij."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Scalar logs, e.g. `reward/<name>`, `maestro/weight/<name>`."""
+    weights: Tensor | None = None
+    """(N, K) weights used per response (None if not meaningful)."""
+
+
+# ---- registry (verl-style) ----------------------------------------------------------------------------------
+_AGGREGATORS: dict[str, type[RewardAggregator]] = {}
+
+
+def register_aggregator(name: str) -> Callable[[type[RewardAggregator]], type[RewardAggregator]]:
+    """Class decorator: register a RewardAggregator under `name`.
+
+    Re-registering the same class (also a reloaded copy: same module and qualname) is harmless;
+    registering a different class under a taken name raises ValueError.
+    """
+
+    def decorator(cls: type[RewardAggregator]) -> type[RewardAggregator]:
+        existing = _AGGREGATORS.get(name)
+        if existing is not None and existing is not cls and _qualname(existing) != _qualname(cls):
+            raise ValueError(
+                f"aggregator {name!r} is already registered to {_qualname(existing)}; cannot register {_qualname(cls)}"
+            )
+        cls.name = name
+        _AGGREGATORS[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_aggregator(name: str) -> type[RewardAggregator]:
+    """The aggregator class registered under `name`; ValueError listing the valid names if unknown."""
+    if name not in _AGGREGATORS:
+        raise ValueError(f"unknown reward aggregator {name!r}; valid names: {available_aggregators()}")
+    return _AGGREGATORS[name]
+
+
+def available_aggregators() -> list[str]:
+    """Sorted registered names."""
+    return sorted(_AGGREGATORS)
+
+
+def build_aggregator(name: str, objectives: Sequence[str], **kwargs: Any) -> RewardAggregator:
+    """get_aggregator(name)(objectives, **kwargs)."""
+    return get_aggregator(name)(objectives, **kwargs)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# ---- interface ----------------------------------------------------------------------------------------------
+class RewardAggregator:
+    """Interface: aggregate K objectives into one reward per response; optionally learn from advantages.
+
+    Args:
+        objectives: the K objective names, in the column order of `rewards`.
+    """
+
+    name: ClassVar[str] = ""
+    needs_hidden: ClassVar[bool] = False
+
+    def __init__(self, objectives: Sequence[str]) -> None:
+        names = list(objectives)
+        if not names:
+            raise ValueError("objectives must name at least one reward channel, got []")
+        if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"objectives must be distinct non-empty strings, got {names}")
+        self.objectives: list[str] = names
+
+    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+        """rewards (N, K) float, group_ids (N,) int, hidden (N, H) or None -> AggregateOutput(rewards (N,))."""
+        raise NotImplementedError
+
+    def feedback(self, advantages: Tensor) -> dict[str, float]:
+        """Group-relative advantages Â (N,) of the last aggregate() call. Stateless aggregators ignore them."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(
+                f"the {self.name!r} aggregator is stateless but got state with keys {sorted(state)} "
+                f"(saved by the {state.get('aggregator', 'unknown')!r} aggregator?)"
+            )
+
+    # ---- shared validation ----
+    def validate_inputs(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Validate shapes, finiteness and groups; return rewards as float32 CPU and group_ids as long CPU.
+
+        The finiteness of hidden is checked where it is used (Conductor.features), in the same pass as its RMS.
+        """
+        k = len(self.objectives)
+        if not isinstance(rewards, Tensor) or rewards.dim() != 2 or rewards.shape[1] != k:
+            got = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
+            raise ValueError(f"rewards must have shape (N, K) = (N, {k}) for objectives {self.objectives}, got {got}")
+        if not rewards.is_floating_point():
+            raise ValueError(f"rewards must be a float tensor, got {rewards.dtype}")
+        n = rewards.shape[0]
+        if n == 0:
+            raise ValueError("rewards is empty (N=0)")
+        rewards = rewards.detach().cpu()
+        bad = ~torch.isfinite(rewards)
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            value = rewards[row, col].item()
+            raise ValueError(f"reward {self.objectives[col]!r} (objective {col}) is not finite at row {row}: {value}")
+        if not isinstance(group_ids, Tensor) or group_ids.is_floating_point() or group_ids.dtype == torch.bool:
+            got = group_ids.dtype if isinstance(group_ids, Tensor) else type(group_ids).__name__
+            raise ValueError(f"group_ids must be an integer tensor, got {got}")
+        if tuple(group_ids.shape) != (n,):
+            raise ValueError(f"group_ids must have shape (N,) = ({n},) to match rewards, got {tuple(group_ids.shape)}")
+        group_ids = group_ids.detach().cpu().long()
+        group_index(group_ids)  # raises on a group of size one, naming its id
+        if hidden is None:
+            if self.needs_hidden:
+                raise ValueError(f"the {self.name!r} aggregator needs hidden states of shape (N, H) = ({n}, H)")
+        else:
+            if not isinstance(hidden, Tensor) or hidden.dim() != 2 or hidden.shape[0] != n:
+                got = tuple(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
+                raise ValueError(f"hidden must have shape (N, H) = ({n}, H) to match rewards, got {got}")
+        return rewards.to(torch.float32), group_ids
+
+    def reward_metrics(self, rewards: Tensor) -> dict[str, float]:
+        """`reward/<name>`: batch mean of each raw objective."""
+        means = rewards.mean(0).tolist()
+        return {f"reward/{name}": float(m) for name, m in zip(self.objectives, means, strict=True)}
+
+
+def _static_weights(weights: Sequence[float] | None, objectives: list[str]) -> Tensor:
+    """(K,) float32 weights: one finite number per objective (default 1.0 each, as TRL's reward_weights)."""
+    if weights is None:
+        return torch.ones(len(objectives))
+    values = [float(w) for w in weights]
+    if len(values) != len(objectives):
+        raise ValueError(
+            f"weights must have one entry per objective (K={len(objectives)}: {objectives}), "
+            f"got {len(values)}: {values}"
+        )
+    w = torch.tensor(values, dtype=torch.float32)
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"weights must be finite, got {values}")
+    return w
+
+
+@register_aggregator("sum")
+class SumAggregator(RewardAggregator):
+    """R_ij = Σ_k w_k · r_ijk with static weights w (K,), default 1.0 each.
+
+    Args:
+        objectives: K names.
+        weights: K finite numbers (not normalized; group_norm afterwards is scale-invariant anyway).
+    """
+
+    def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None) -> None:
+        super().__init__(objectives)
+        self.weights = _static_weights(weights, self.objectives)
+
+    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+        """rewards (N, K), group_ids (N,) -> R (N,) = rewards @ w."""
+        rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
+        scalar = (self.weights * rewards).sum(-1)
+        return AggregateOutput(scalar, self.reward_metrics(rewards), self.weights.expand_as(rewards))
+
+
+@register_aggregator("gdpo")
+class GDPOAggregator(RewardAggregator):
+    """R_ij = Σ_k w_k · r̃_ijk, r̃_ijk = (r_ijk − μ_ik) / (σ_ik + ε) per objective inside group i (GDPO).
+
+    Args:
+        objectives: K names.
+        weights: K finite numbers, default 1.0 each.
+        eps: ε of the per-objective z-score.
+    """
+
+    def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None, eps: float = 1e-6) -> None:
+        super().__init__(objectives)
+        self.weights = _static_weights(weights, self.objectives)
+        self.eps = eps
+
+    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+        """rewards (N, K), group_ids (N,) -> R (N,)."""
+        rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
+        scalar = (self.weights * group_zscore(rewards, group_ids, self.eps)).sum(-1)
+        return AggregateOutput(scalar, self.reward_metrics(rewards), self.weights.expand_as(rewards))
+
+
+@register_aggregator("maestro")
+class MaestroAggregator(RewardAggregator):
+    """MAESTRO: r̃ = normalize(r); a_ij ~ π_φ(·|h_ij); R_ij = Σ_k w_k(a_ij) · r̃_ijk; π_φ learns from Â.
+
+    Args:
+        objectives: K names (K emphasis actions, one per objective).
+        config: MaestroConfig; keyword `options` override its fields (e.g. tau=0.5).
+        hidden_size: H; if None the Conductor is built on the first aggregate() from hidden.shape[1].
+    """
+
+    needs_hidden: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        objectives: Sequence[str],
+        config: MaestroConfig | None = None,
+        *,
+        hidden_size: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(objectives)
+        config = config or MaestroConfig()
+        valid = [f.name for f in fields(MaestroConfig)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown MaestroConfig options {unknown}; valid: {valid}")
+        self.config = replace(config, **options) if options else config
+        k = len(self.objectives)
+        validate_prior(self.config.prior, k)
+        if not self.config.min_prob * k < 1.0:
+            raise ValueError(
+                f"min_prob={self.config.min_prob} is too large for K={k} objectives: the floor needs "
+                f"K*min_prob < 1, i.e. min_prob < {1.0 / k:.6g}"
+            )
+        self.normalizer = ObjectiveNormalizer(self.config.normalization, k, self.config.norm_eps)
+        self.conductor: Conductor | None = None
+        self.updater: MetaUpdater | None = None
+        self._pending: tuple[Features, Tensor, Tensor | None] | None = None
+        if hidden_size is not None:
+            self._build(hidden_size)
+
+    def _build(self, hidden_size: int) -> Conductor:
+        if self.conductor is None:
+            c = self.config
+            self.conductor = Conductor.from_config(c, hidden_size, len(self.objectives))
+            self.updater = MetaUpdater(
+                self.conductor,
+                lr=c.lr,
+                update_every=c.update_every,
+                meta_steps=c.meta_steps,
+                entropy_coef=c.entropy_coef,
+                grad_clip=c.grad_clip,
+            )
+        elif self.conductor.hidden_size != hidden_size:
+            raise ValueError(
+                f"hidden width H={hidden_size} does not match the Conductor's hidden_size={self.conductor.hidden_size}"
+            )
+        return self.conductor
+
+    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+        """rewards (N, K), group_ids (N,), hidden (N, H) -> R (N,); samples one action per response.
+
+        A float32 CPU `hidden` is kept by reference (not copied) until feedback(): do not modify it in place.
+        """
+        rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
+        assert hidden is not None
+        conductor = self._build(hidden.shape[1])
+        features = conductor.features(hidden)  # validates h before any state (running stats, RNG) changes
+        r_tilde = self.normalizer(rewards, group_ids)  # (N, K)
+        sample = conductor.sample_from_features(features, keep_graph=True)
+        scalar = (sample.weights * r_tilde).sum(-1)  # R_ij = Σ_k w_k(a_ij) r̃_ijk
+        self._pending = (sample.features, sample.actions, sample.logits)
+
+        metrics = self.reward_metrics(rewards)
+        chosen = sample.actions if conductor.mode == "discrete" else sample.actions.argmax(-1)
+        freq = torch.bincount(chosen, minlength=len(self.objectives)).float() / chosen.numel()
+        mean_w = sample.weights.mean(0)
+        for k, name in enumerate(self.objectives):
+            metrics[f"maestro/weight/{name}"] = float(mean_w[k])
+            metrics[f"maestro/action/{name}"] = float(freq[k])
+        metrics["maestro/entropy"] = float(sample.entropy.mean())
+        return AggregateOutput(scalar, metrics, sample.weights)
+
+    def feedback(self, advantages: Tensor) -> dict[str, float]:
+        """Â (N,) of the last aggregate(): buffer (h, a, Â); run the meta-update every `update_every` calls."""
+        if self._pending is None or self.updater is None:
+            raise RuntimeError("feedback() needs a preceding aggregate() call whose advantages it receives")
+        features, actions, logits = self._pending
+        n = features.hidden.shape[0]
+        if not isinstance(advantages, Tensor) or tuple(advantages.shape) != (n,):
+            got = tuple(advantages.shape) if isinstance(advantages, Tensor) else type(advantages).__name__
+            raise ValueError(f"advantages must have shape (N,) = ({n},) like the last aggregate() call, got {got}")
+        self._pending = None
+        # Non-finite advantages are not rejected here: they make the meta-loss non-finite, and that update is
+        # skipped and counted (one bad batch should not end a long run).
+        self.updater.add(features, actions, advantages.detach().cpu().float(), logits)
+        return self.updater.step()
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to sample and update exactly as an uninterrupted one.
+
+        Only tensors, lists, dicts, numbers, strings and None: loadable with torch.load(weights_only=True).
+        """
+        c = self.conductor
+        return {
+            "aggregator": self.name,
+            "objectives": list(self.objectives),
+            "config": self.config.to_dict(),
+            "hidden_size": None if c is None else c.hidden_size,
+            "conductor": None if c is None else {k: v.detach().clone() for k, v in c.state_dict().items()},
+            "rng": None if c is None else c.get_rng_state(),
+            "meta": None if self.updater is None else self.updater.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "pending": None if self._pending is None else [*self._pending[0], self._pending[1]],  # not the graph
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("aggregator") != self.name:
+            raise ValueError(f"state was saved by the {state.get('aggregator')!r} aggregator, not {self.name!r}")
+        if list(state["objectives"]) != self.objectives:
+            raise ValueError(f"state is for objectives {state['objectives']}, this aggregator has {self.objectives}")
+        saved = state["config"]
+        for key in ("mode", "hidden_sizes", "input_norm", "normalization"):
+            mine = self.config.to_dict()[key]
+            if saved[key] != mine:
+                raise ValueError(f"state has {key}={saved[key]!r}, this aggregator's config has {key}={mine!r}")
+        self.normalizer.load_state_dict(state["normalizer"])
+        if state["hidden_size"] is not None:
+            conductor = self._build(int(state["hidden_size"]))
+            conductor.load_state_dict(state["conductor"])
+            conductor.set_rng_state(state["rng"])
+            assert self.updater is not None
+            self.updater.load_state_dict(state["meta"])
+        pending = state["pending"]
+        self._pending = None if pending is None else (Features(pending[0], pending[1]), pending[2], None)

@@ -1,0 +1,121 @@
+"""Every option of the MAESTRO Conductor in one dataclass, CleanRL-style.
+
+The paper (arXiv 2601.07208) does not publish tau, min_prob, the entropy coefficient, the Conductor's
+learning rate, the update period or the exact action -> weights map. The defaults below are this
+project's choices; docs/method.md gives the reason for each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+NORMALIZATIONS = ("group", "batch", "none")
+MODES = ("discrete", "dirichlet")
+INPUT_NORMS = ("rms", "none")
+
+
+@dataclass
+class MaestroConfig:
+    """Options of the `maestro` aggregator (Conductor, weights map, normalization, meta-update)."""
+
+    tau: float = 1.0
+    """Softmax temperature τ of the discrete Conductor: π = floor(softmax(z / τ)). Must be > 0."""
+    min_prob: float = 0.02
+    """Probability floor ε per action: π = (1 − K·ε)·softmax(z/τ) + ε. Needs 0 <= ε < 1/K."""
+    lr: float = 3e-4
+    """Adam learning rate of the Conductor head φ (tuned for H ~ 4096; a linear head's logit step grows ~H)."""
+    update_every: int = 1
+    """Run the meta-update after every `update_every` feedback() calls (rollout batches)."""
+    meta_steps: int = 1
+    """REINFORCE (Adam) steps per meta-update on the buffered (h, a, Â); 1 keeps it strictly on-policy."""
+    entropy_coef: float = 0.01
+    """λ_ent in L(φ) = −mean(Â·log π_φ(a|h)) − λ_ent·mean H(π_φ(·|h)). Must be >= 0."""
+    grad_clip: float | None = 1.0
+    """Max global grad norm of the Conductor per meta step; None disables clipping."""
+    beta: float = 0.5
+    """Emphasis strength β in w(a) = (1 − β)·w_prior + β·e_a, in [0, 1]."""
+    prior: Sequence[float] | None = None
+    """w_prior, one non-negative weight per objective (normalized to sum 1); None means uniform 1/K."""
+    normalization: str = "group"
+    """Per-objective normalization before scalarization: 'group' (z-score in the group), 'batch', 'none'."""
+    norm_eps: float = 1e-6
+    """ε in the per-objective z-score (r − μ) / (σ + ε)."""
+    mode: str = "discrete"
+    """'discrete': K emphasis actions (the paper). 'dirichlet': emphasis s ~ Dir(α(h)) (this project's extension)."""
+    hidden_sizes: tuple[int, ...] = field(default_factory=tuple)
+    """Hidden layer widths of the Conductor; () is the paper's linear head."""
+    input_norm: str = "rms"
+    """Input features of the head: 'rms' (x = h / rms(h), parameter-free) or 'none' (x = h)."""
+    concentration_eps: float = 1e-3
+    """Dirichlet mode: α = softplus(z) + concentration_eps keeps every concentration > 0."""
+    seed: int = 0
+    """Seed of the Conductor's own torch.Generator (sampling) and of its initialization."""
+
+    def __post_init__(self) -> None:
+        self.hidden_sizes = tuple(self.hidden_sizes)
+        if self.prior is not None:
+            self.prior = tuple(float(p) for p in self.prior)
+        _check(_finite(self.tau) and self.tau > 0, f"tau must be a finite number > 0, got {self.tau!r}")
+        _check(
+            _finite(self.min_prob) and 0.0 <= self.min_prob < 1.0,
+            f"min_prob must be in [0, 1) (and < 1/K for K objectives), got {self.min_prob!r}",
+        )
+        _check(_finite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}")
+        _check(_pos_int(self.update_every), f"update_every must be an integer >= 1, got {self.update_every!r}")
+        _check(_pos_int(self.meta_steps), f"meta_steps must be an integer >= 1, got {self.meta_steps!r}")
+        _check(
+            _finite(self.entropy_coef) and self.entropy_coef >= 0,
+            f"entropy_coef must be a finite number >= 0, got {self.entropy_coef!r}",
+        )
+        _check(
+            self.grad_clip is None or (_finite(self.grad_clip) and self.grad_clip > 0),
+            f"grad_clip must be a finite number > 0 or None (no clipping), got {self.grad_clip!r}",
+        )
+        _check(_finite(self.beta) and 0.0 <= self.beta <= 1.0, f"beta must be in [0, 1], got {self.beta!r}")
+        if self.prior is not None:
+            _check(len(self.prior) > 0, "prior must hold one weight per objective, got an empty sequence")
+            for i, p in enumerate(self.prior):
+                _check(_finite(p) and p >= 0, f"prior[{i}] must be a finite number >= 0, got {p!r}")
+            _check(sum(self.prior) > 0, f"prior must have a positive sum, got {list(self.prior)}")
+        _check(
+            self.normalization in NORMALIZATIONS,
+            f"normalization must be one of {list(NORMALIZATIONS)}, got {self.normalization!r}",
+        )
+        _check(_finite(self.norm_eps) and self.norm_eps > 0, f"norm_eps must be > 0, got {self.norm_eps!r}")
+        _check(self.mode in MODES, f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        for width in self.hidden_sizes:
+            _check(_pos_int(width), f"hidden_sizes entries must be integers >= 1, got {list(self.hidden_sizes)}")
+        _check(
+            self.input_norm in INPUT_NORMS, f"input_norm must be one of {list(INPUT_NORMS)}, got {self.input_norm!r}"
+        )
+        _check(
+            _finite(self.concentration_eps) and self.concentration_eps > 0,
+            f"concentration_eps must be a finite number > 0, got {self.concentration_eps!r}",
+        )
+        _check(_int(self.seed), f"seed must be an int, got {self.seed!r}")
+
+    def to_dict(self) -> dict:
+        """Plain-python view (lists instead of tuples), e.g. for logging or a weights_only checkpoint."""
+        out = asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        out["prior"] = None if self.prior is None else list(self.prior)
+        return out
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pos_int(value: object) -> bool:
+    return _int(value) and value >= 1

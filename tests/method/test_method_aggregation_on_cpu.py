@@ -1,0 +1,133 @@
+"""sum / gdpo / maestro aggregators: equivalences, metrics, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openrlhf_maestro.method import (
+    GDPOAggregator,
+    MaestroAggregator,
+    RewardAggregator,
+    SumAggregator,
+    available_aggregators,
+    build_aggregator,
+    get_aggregator,
+    group_norm,
+    register_aggregator,
+    weight_matrix,
+)
+from openrlhf_maestro.method import aggregation as aggregation_module
+
+
+def test_sum_constant_rewards_trl_style() -> None:
+    """TRL's check: constant rewards 1 and 0 with weights 0.7 and 0.3 give 0.7."""
+    agg = SumAggregator(["a", "b"], weights=[0.7, 0.3])
+    rewards = torch.tensor([[1.0, 0.0]]).repeat(8, 1)
+    out = agg.aggregate(rewards, torch.arange(8) // 4)
+    assert torch.allclose(out.rewards, torch.full((8,), 0.7))
+    assert out.metrics == {"reward/a": 1.0, "reward/b": 0.0}
+    assert agg.feedback(torch.zeros(8)) == {} and agg.state_dict() == {}
+
+
+def test_sum_default_weights_are_ones(make_batch, objectives) -> None:
+    r, g, _ = make_batch()
+    assert torch.allclose(SumAggregator(objectives).aggregate(r, g).rewards, r.sum(-1))
+
+
+def test_gdpo_equals_manual_group_zscore_then_weighted_sum(make_batch, objectives) -> None:
+    r, g, _ = make_batch(num_groups=3, group_size=5)
+    w = torch.tensor([1.0, 0.5, 2.0])
+    manual = torch.zeros(r.shape[0])
+    for k in range(3):
+        col = r[:, k].reshape(3, 5)
+        z = (col - col.mean(-1, keepdim=True)) / (col.std(-1, keepdim=True) + 1e-6)
+        manual += w[k] * z.flatten()
+    out = GDPOAggregator(objectives, weights=w.tolist()).aggregate(r, g)
+    assert torch.allclose(out.rewards, manual, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalization,reference", [("none", "sum"), ("group", "gdpo")])
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_frozen_deterministic_maestro_equals_static(
+    make_batch, force_action, objectives, normalization: str, reference: str, beta: float
+) -> None:
+    """A Conductor that always picks action 1 equals the static aggregator with weights w(1)."""
+    r, g, h = make_batch()
+    agg = MaestroAggregator(objectives, hidden_size=h.shape[1], min_prob=0.0, beta=beta, normalization=normalization)
+    force_action(agg, 1)
+    w1 = weight_matrix(agg.conductor.prior, beta)[1]
+    out = agg.aggregate(r, g, h)
+    ref = build_aggregator(reference, objectives, weights=w1.tolist()).aggregate(r, g)
+    assert torch.equal(out.rewards, ref.rewards)
+    assert torch.equal(group_norm(out.rewards, g), group_norm(ref.rewards, g))
+    assert out.metrics["maestro/action/format"] == 1.0
+    assert out.metrics["maestro/entropy"] == 0.0
+    assert out.metrics["maestro/weight/format"] == pytest.approx(float(w1[1]))
+
+
+def test_uniform_conductor_with_beta_zero_equals_sum_then_group_norm(make_batch, objectives) -> None:
+    """β = 0: w(a) = w_prior whatever the Conductor does (here uniform): maestro == sum(1/K)."""
+    r, g, h = make_batch()
+    out = MaestroAggregator(objectives, beta=0.0, normalization="none").aggregate(r, g, h)
+    ref = SumAggregator(objectives, weights=[1 / 3] * 3).aggregate(r, g)
+    assert torch.allclose(group_norm(out.rewards, g), group_norm(ref.rewards, g), atol=1e-6)
+
+
+def test_maestro_metric_keys(make_batch, objectives, cycle) -> None:
+    r, g, h = make_batch()
+    agg = MaestroAggregator(objectives)
+    out = agg.aggregate(r, g, h)
+    keys = {f"reward/{n}" for n in objectives}
+    keys |= {f"maestro/{kind}/{n}" for kind in ("weight", "action") for n in objectives}
+    assert set(out.metrics) == keys | {"maestro/entropy"}
+    assert all(isinstance(v, float) for v in out.metrics.values())
+    assert sum(out.metrics[f"maestro/action/{n}"] for n in objectives) == pytest.approx(1.0)
+    assert sum(out.metrics[f"maestro/weight/{n}"] for n in objectives) == pytest.approx(1.0)
+    fb = agg.feedback(group_norm(out.rewards, g))
+    assert set(fb) == {"maestro/meta_loss", "maestro/grad_norm", "maestro/updates", "maestro/skipped_updates"}
+    assert fb["maestro/updates"] == 1.0 and fb["maestro/skipped_updates"] == 0.0
+
+
+def test_update_every_buffers_until_due(objectives, cycle) -> None:
+    agg = MaestroAggregator(objectives, update_every=3)
+    for i in range(1, 7):
+        _, fb = cycle(agg, seed=i)
+        assert fb["maestro/updates"] == float(i // 3)
+        assert ("maestro/meta_loss" in fb) == (i % 3 == 0)
+
+
+def test_dirichlet_maestro_runs(objectives, cycle) -> None:
+    agg = MaestroAggregator(objectives, mode="dirichlet")
+    _, fb = cycle(agg, seed=0)
+    assert fb["maestro/updates"] == 1.0
+
+
+def test_registry_names_and_unknown_name() -> None:
+    assert {"sum", "gdpo", "maestro"} <= set(available_aggregators())
+    assert get_aggregator("maestro") is MaestroAggregator and MaestroAggregator.needs_hidden
+    assert not SumAggregator.needs_hidden and not GDPOAggregator.needs_hidden
+    with pytest.raises(
+        ValueError, match=r"unknown reward aggregator 'nope'; valid names: \[.*'gdpo'.*'maestro'.*'sum'"
+    ):
+        get_aggregator("nope")
+
+
+def test_registry_reregister_same_ok_conflict_raises() -> None:
+    try:
+        register_aggregator("sum")(SumAggregator)  # same class: harmless
+        assert get_aggregator("sum") is SumAggregator
+
+        @register_aggregator("test_custom")
+        class Custom(RewardAggregator):
+            pass
+
+        register_aggregator("test_custom")(Custom)
+        with pytest.raises(ValueError, match=r"aggregator 'sum' is already registered to .*SumAggregator"):
+
+            @register_aggregator("sum")
+            class Other(RewardAggregator):
+                pass
+    finally:
+        aggregation_module._AGGREGATORS.pop("test_custom", None)
+    assert get_aggregator("sum") is SumAggregator
