@@ -12,6 +12,9 @@ STEPS_PROMPTS=${STEPS_PROMPTS:-8}   # prompts used; with ROLLOUT_BATCH=4 that is
 ROLLOUT_BATCH=${ROLLOUT_BATCH:-4}
 N_SAMPLES=${N_SAMPLES:-4}
 PYTHON=${PYTHON:-python3}
+AGGREGATOR=${AGGREGATOR:-maestro}        # maestro | sum | gdpo | none (plain OpenRLHF GRPO)
+OBJECTIVES=${OBJECTIVES:-format,length,match}
+WEIGHTS=${WEIGHTS:-}                     # sum/gdpo: static weights; maestro: the prior (default uniform)
 
 RUNTIME_ARGS=(--runtime cpu --runtime.verify_weight_sync)
 PLACEMENT_ARGS=(
@@ -34,8 +37,17 @@ TRAIN_ARGS=(
 )
 ALGO_ARGS=(--algo.advantage.estimator group_norm --algo.kl.init_coef 0.01 --algo.kl.use_loss --algo.kl.estimator k3)
 REWARD_ARGS=(--reward.remote_url "$REWARD_FN")
+MAESTRO_ARGS=()
+if [ "$AGGREGATOR" != none ]; then
+  MAESTRO_ARGS=(--reward.aggregator "$AGGREGATOR" --reward.objectives "$OBJECTIVES")
+  if [ -n "$WEIGHTS" ]; then MAESTRO_ARGS+=(--reward.weights "$WEIGHTS"); fi
+fi
+if [ "$AGGREGATOR" = maestro ]; then
+  # lr scales about as 1/H (docs/method.md): 3e-4 at H=4096 -> 1e-2 at the tiny model's H=128.
+  MAESTRO_ARGS+=(--maestro.lr 1e-2 --maestro.update_every 1 --maestro.context response)
+fi
 LOG_ARGS=(--logger.tensorboard_dir "$OUT/tensorboard" --ckpt.output_dir "$OUT/model" --ckpt.path "$OUT/ckpt")
 
 exec "$PYTHON" -m openrlhf_maestro.cli.train_ppo_ray \
   "${RUNTIME_ARGS[@]}" "${PLACEMENT_ARGS[@]}" "${MODEL_ARGS[@]}" "${DATA_ARGS[@]}" "${ROLLOUT_ARGS[@]}" \
-  "${TRAIN_ARGS[@]}" "${ALGO_ARGS[@]}" "${REWARD_ARGS[@]}" "${LOG_ARGS[@]}" "$@"
+  "${TRAIN_ARGS[@]}" "${ALGO_ARGS[@]}" "${REWARD_ARGS[@]}" "${MAESTRO_ARGS[@]}" "${LOG_ARGS[@]}" "$@"

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from openrlhf_maestro.integration.flags import add_maestro_arguments, validate
+
 OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
 
 
@@ -57,22 +59,29 @@ def build_launcher_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def capture_parsed_args(on_parsed: Callable[[argparse.Namespace], None]) -> Iterator[None]:
-    """Call ``on_parsed`` with the namespace of the first ``ArgumentParser.parse_args`` in this block.
+def _is_openrlhf_parser(parser: argparse.ArgumentParser) -> bool:
+    return any("--actor.model_name_or_path" in a.option_strings for a in parser._actions)
 
-    OpenRLHF builds its parser inline under ``__main__`` (cli/train_ppo_ray.py 197-627), so this is
-    where the launcher can see the final flag values.
+
+@contextlib.contextmanager
+def openrlhf_parser_hook(
+    extend: Callable[[argparse.ArgumentParser], None],
+    on_parsed: Callable[[argparse.ArgumentParser, argparse.Namespace], None],
+) -> Iterator[None]:
+    """Extend OpenRLHF's parser before it parses, and see its result, inside this block.
+
+    OpenRLHF builds its parser inline under ``__main__`` (cli/train_ppo_ray.py 197-627), so the plugin's
+    flags are added to that very parser just before its ``parse_args`` runs: they show in ``--help``, and
+    ``hierarchize`` nests them like OpenRLHF's own.
     """
     original = argparse.ArgumentParser.parse_args
-    seen = False
 
     def parse_args(self, args=None, namespace=None):
-        nonlocal seen
+        if not _is_openrlhf_parser(self):
+            return original(self, args, namespace)
+        extend(self)
         parsed = original(self, args, namespace)
-        if not seen:
-            seen = True
-            on_parsed(parsed)
+        on_parsed(self, parsed)
         return parsed
 
     argparse.ArgumentParser.parse_args = parse_args
@@ -111,6 +120,18 @@ def run_openrlhf(argv: list[str]) -> None:
         sys.argv = saved
 
 
+def _flag_given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _on_parsed(parser: argparse.ArgumentParser, ns: argparse.Namespace, parsed: dict) -> None:
+    """Validate the plugin's flags before any model or actor starts; exit 2 with the problems otherwise."""
+    parsed["args"] = ns
+    problems = validate(ns)
+    if problems:
+        parser.error("\n  " + "\n  ".join(problems))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     launcher = build_launcher_parser()
@@ -131,10 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         print("--runtime.verify_weight_sync is only available with --runtime cpu", file=sys.stderr)
         return 2
 
+    if _flag_given(rest, "--reward.aggregator"):
+        from openrlhf_maestro.integration.install import install
+
+        install()
+
     parsed: dict[str, argparse.Namespace] = {}
     engines: list = []
     with contextlib.ExitStack() as stack:
-        stack.enter_context(capture_parsed_args(lambda ns: parsed.setdefault("args", ns)))
+        stack.enter_context(openrlhf_parser_hook(add_maestro_arguments, lambda p, ns: _on_parsed(p, ns, parsed)))
         if opts.verify_weight_sync:
             stack.enter_context(capture_vllm_engines(engines))
         run_openrlhf(rest)
