@@ -4,7 +4,8 @@ Extends OpenRLHF's trainer with ``super()`` calls only:
 - ``__init__``: builds the aggregator from the flags and swaps in ``MaestroExperienceMaker``;
 - ``train_step``: adds the aggregator's metrics to the step's ``status`` (wandb ``train/<key>``, TensorBoard);
 - ``save_logs_and_checkpoints``: puts the aggregator's state into the checkpoint's ``client_states``;
-- ``init_checkpoint_states``: restores it on ``--ckpt.load_enable``;
+- ``init_checkpoint_states``: restores it on ``--ckpt.load_enable`` (and writes what it restored to
+  ``<ckpt.path>/reward_aggregator_restored.pt``);
 - ``fit``: at the end writes the aggregator standalone next to the model (``reward_aggregator.pt`` / ``.json``).
 """
 
@@ -104,7 +105,17 @@ class _MaestroPPOTrainer(PPOTrainer.__ray_actor_class__):
                     "a new --ckpt.path"
                 )
         self.aggregator.load_state_dict(saved["state"])
-        logger.info(f"restored the {saved['aggregator']} aggregator's state from the checkpoint")
+        # What the resumed run starts from, as an auditable file beside the checkpoints.
+        restored = Path(self.args.ckpt.path) / f"{STANDALONE_NAME}_restored.pt"
+        torch.save(
+            {
+                **self.aggregator_record,
+                "global_step": states.get("global_step"),
+                "state": self.aggregator.state_dict(),
+            },
+            restored,
+        )
+        logger.info(f"restored the {saved['aggregator']} aggregator's state from the checkpoint ({restored})")
         return states
 
     def fit(self, global_step: int = 0) -> None:

@@ -1,0 +1,165 @@
+"""The integration's pieces on real OpenRLHF objects, without Ray: flags, hidden states, objectives, advantages."""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from openrlhf_maestro.runtime import standin_finder
+
+# OpenRLHF imports flash_attn unconditionally; on this CPU-only machine the CPU runtime's stand-in serves it.
+standin_finder.install()
+
+from openrlhf.trainer.ppo_utils.experience import Experience
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
+from transformers import AutoModelForCausalLM
+
+from openrlhf_maestro.integration.experience import (
+    MissingObjectiveError,
+    group_ids_of,
+    group_relative_advantages,
+    objective_matrix,
+)
+from openrlhf_maestro.integration.flags import GROUP_RELATIVE_ESTIMATORS, add_maestro_arguments, validate
+from openrlhf_maestro.integration.hidden_states import HiddenStateCapture, select_context, terminal_positions
+
+
+def parse(*flags: str) -> argparse.Namespace:
+    """The plugin's flags plus the OpenRLHF flags validate() reads, with OpenRLHF's defaults."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rollout.n_samples_per_prompt", type=int, default=4)
+    parser.add_argument("--algo.advantage.estimator", default="group_norm")
+    for flag in ("--train.async_enable", "--ds.packing_samples", "--ckpt.disable_ds"):
+        parser.add_argument(flag, action="store_true")
+    parser.add_argument("--ds.ring_attn_size", type=int, default=1)
+    parser.add_argument("--train.agent_func_path", default=None)
+    add_maestro_arguments(parser)
+    return parser.parse_args(list(flags))
+
+
+def test_valid_flags_pass_and_no_aggregator_means_no_checks():
+    assert (
+        validate(parse("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--maestro.tau", "0.5")) == []
+    )
+    assert validate(parse()) == []
+    assert (
+        validate(parse("--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "0.7,0.3"))
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--reward.aggregator", "maestro"], "needs --reward.objectives"),
+        (["--reward.aggregator", "sum", "--reward.objectives", "a,a"], "names ['a'] more than once"),
+        (["--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "1"], "has 1 values for 2"),
+        (
+            ["--reward.aggregator", "sum", "--reward.objectives", "a", "--reward.weights", "x"],
+            "comma-separated numbers",
+        ),
+        (["--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights", "1,-1"], "non-negative"),
+        (
+            ["--reward.aggregator", "gdpo", "--reward.objectives", "a", "--rollout.n_samples_per_prompt", "1"],
+            "--rollout.n_samples_per_prompt 1",
+        ),
+        (
+            ["--reward.aggregator", "gdpo", "--reward.objectives", "a", "--algo.advantage.estimator", "gae"],
+            "gae is not group-relative",
+        ),
+        (["--reward.aggregator", "sum", "--reward.objectives", "a", "--train.async_enable"], "--train.async_enable"),
+        (["--reward.aggregator", "sum", "--reward.objectives", "a", "--ds.packing_samples"], "packing_samples"),
+        (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--ckpt.disable_ds"], "--ckpt.disable_ds"),
+        (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--maestro.tau", "0"], "--maestro.*"),
+        (["--reward.objectives", "a"], "given without --reward.aggregator"),
+    ],
+)
+def test_each_bad_combination_is_named(flags, expected):
+    problems = validate(parse(*flags))
+    assert any(expected in p for p in problems), problems
+
+
+def test_unknown_aggregator_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        parse("--reward.aggregator", "median")
+    assert "invalid choice: 'median'" in capsys.readouterr().err
+
+
+def test_terminal_positions_follow_openrlhfs_action_mask_layout():
+    # T = 6: prompt tokens 0-2, response tokens 3-4 (row 0) or 3-5 (row 1); action_mask = mask[1:], A = 5.
+    action_mask = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
+    assert terminal_positions(action_mask, 6, "response").tolist() == [4, 5]
+    assert terminal_positions(action_mask, 6, "prompt").tolist() == [2, 2]
+    with pytest.raises(ValueError, match=r"rows \[0\] have no response token"):
+        terminal_positions(torch.tensor([[0, 0], [1, 0]]), 3, "response")
+
+
+def test_captured_context_is_the_final_normed_state_from_the_same_forward(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+    capture = HiddenStateCapture(model.get_output_embeddings())
+    sequences = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 9, 10]])
+    action_mask = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
+    with capture.capturing():
+        out = model(sequences, output_hidden_states=True)
+    h = select_context(capture.take(), action_mask, "response")
+    assert capture.forwards == 1  # read from the forward that ran, not a second one
+    last = out.hidden_states[-1]  # HF's last entry is after the final norm, as lm_head sees it
+    assert torch.equal(h, torch.stack([last[0, 4], last[1, 5]]))
+    model(sequences)  # outside `capturing` nothing is recorded
+    assert capture.forwards == 1
+    with pytest.raises(RuntimeError, match="lm_head did not run"):
+        capture.take()
+
+
+def _experience(rewards, index, info=None, num_actions=3):
+    b = len(rewards)
+    return Experience(
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        kl=torch.zeros(b, num_actions),
+        action_mask=torch.ones(b, num_actions, dtype=torch.bool),
+        index=list(index),
+        info=dict(info or {}),
+    )
+
+
+@pytest.mark.parametrize("estimator", GROUP_RELATIVE_ESTIMATORS)
+def test_feedback_advantages_equal_openrlhfs_own(estimator):
+    """OpenRLHF's real compute_advantages_and_returns with KL off: the per-response return is its advantage."""
+    n = 4
+    torch.manual_seed(0)
+    rewards = torch.randn(12).tolist()
+    order = [5, 0, 9, 3, 11, 1, 7, 2, 10, 4, 8, 6]  # micro-batches hold samples out of prompt order
+    experiences = [_experience([rewards[i] for i in order[k : k + 3]], order[k : k + 3]) for k in range(0, 12, 3)]
+    args = SimpleNamespace(
+        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
+        algo=SimpleNamespace(advantage=SimpleNamespace(estimator=estimator, gamma=1.0, no_std_norm=False)),
+        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
+        data=SimpleNamespace(max_len=16),
+    )
+    maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+    ours = group_relative_advantages(
+        torch.cat([e.rewards for e in experiences]), group_ids_of(experiences, n), estimator
+    )
+    theirs = torch.cat([e.info["return"] for e in maker.compute_advantages_and_returns(experiences)])
+    if estimator == "reinforce_baseline":  # OpenRLHF then whitens over the batch (experience_maker.py 323-338)
+        theirs = torch.cat([e.advantages[:, -1] for e in experiences])
+        ours = (ours - ours.mean()) / ours.std(unbiased=False).clamp(min=1e-4)
+    torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_objectives_are_read_in_experience_order_and_a_missing_one_is_named():
+    experiences = [
+        _experience(
+            [0.0, 0.0], [0, 1], {"obj/format": torch.tensor([1.0, 0.0]), "obj/length": torch.tensor([0.5, 0.25])}
+        ),
+        _experience([0.0], [2], {"obj/format": torch.tensor([1.0]), "obj/length": torch.tensor([0.75])}),
+    ]
+    matrix = objective_matrix(experiences, ["length", "format"])
+    assert matrix.tolist() == [[0.5, 1.0], [0.25, 0.0], [0.75, 1.0]]
+    with pytest.raises(MissingObjectiveError, match=r"no 'obj/preference' for objective 'preference'.*obj/format"):
+        objective_matrix(experiences, ["format", "preference"])
+    assert group_ids_of(experiences, 2).tolist() == [0, 0, 1]
