@@ -1,6 +1,7 @@
 """Summarize a finished run from the TensorBoard events OpenRLHF wrote (``--logger.tensorboard_dir``).
 
     python -m openrlhf_maestro.report RUN_DIR [--timing NAME=SECONDS ...]
+        [--weights-log FILE --data PROMPTS.jsonl --category-key KEY] [--plot OUT.png]
 
 ``RUN_DIR`` is the run's output folder as laid out by ``examples/scripts/train_grpo_tiny_cpu.sh``:
 ``tensorboard/`` (events), ``model/`` (the saved actor) and, with ``--runtime.verify_weight_sync``,
@@ -88,6 +89,84 @@ def summary(run_dir: str | Path, timings: dict[str, float] | None = None) -> str
     return "\n".join(out)
 
 
+def weights_by_category(
+    weights_log: str | Path, data: str | Path, category_key: str = "category", input_key: str = "input"
+) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int]]:
+    """Mean Conductor weight per objective for each prompt category.
+
+    Joins ``--maestro.weights_log`` records (whose ``prompt`` is the chat-templated prompt) with the prompt
+    dataset by finding each dataset input inside the record's prompt.
+
+    Returns:
+        objectives, {category: {objective: mean weight}}, {category: responses counted}.
+    """
+    inputs = []
+    for line_no, line in enumerate(Path(data).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            row = json.loads(line)
+            if category_key not in row or input_key not in row:
+                raise ValueError(f"{data}:{line_no} has no '{category_key}' or '{input_key}' field")
+            inputs.append((str(row[input_key]), str(row[category_key])))
+    sums: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    objectives: list[str] = []
+    for line_no, line in enumerate(Path(weights_log).read_text(encoding="utf-8").splitlines(), start=1):
+        record = json.loads(line)
+        objectives = objectives or list(record["weights"])
+        category = next((c for text, c in inputs if text in record["prompt"]), None)
+        if category is None:
+            raise ValueError(f"{weights_log}:{line_no}: its prompt matches no '{input_key}' of {data}")
+        acc = sums.setdefault(category, dict.fromkeys(objectives, 0.0))
+        for name, w in record["weights"].items():
+            acc[name] += w
+        counts[category] = counts.get(category, 0) + 1
+    means = {c: {n: v / counts[c] for n, v in acc.items()} for c, acc in sorted(sums.items())}
+    return objectives, means, counts
+
+
+def category_table(objectives: list[str], means: dict[str, dict[str, float]], counts: dict[str, int]) -> str:
+    lines = [f"{'category':<12} {'responses':>9} " + " ".join(f"{n:>9}" for n in objectives)]
+    for category, row in means.items():
+        lines.append(f"{category:<12} {counts[category]:>9} " + " ".join(f"{row[n]:>9.3f}" for n in objectives))
+    return "\n".join(lines)
+
+
+def plot_weights(
+    scalars: dict[str, dict[int, float]], path: str | Path, by_category: dict[str, dict[str, float]] | None = None
+) -> Path:
+    """PNG: the mean Conductor weight of each objective against the step (and per category, if given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prefix = "train/maestro/weight/"
+    tags = sorted(t for t in scalars if t.startswith(prefix))
+    if not tags:
+        raise ValueError("no train/maestro/weight/* scalars in this run: was it run with --reward.aggregator maestro?")
+    panels = 2 if by_category else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    for tag in tags:
+        steps = sorted(scalars[tag])
+        ax.plot(steps, [scalars[tag][s] for s in steps], marker="o", label=tag.removeprefix(prefix))
+    ax.set(xlabel="GRPO step", ylabel="mean weight", title="Conductor weights per step")
+    ax.legend()
+    if by_category:
+        ax = axes[0][1]
+        names = [t.removeprefix(prefix) for t in tags]
+        width = 0.8 / max(len(by_category), 1)
+        for i, (category, row) in enumerate(by_category.items()):
+            ax.bar([j + i * width for j in range(len(names))], [row[n] for n in names], width, label=category)
+        ax.set_xticks([j + width * (len(by_category) - 1) / 2 for j in range(len(names))], names)
+        ax.set(ylabel="mean weight", title="Conductor weights per prompt category")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def _parse_timing(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:
@@ -102,8 +181,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m openrlhf_maestro.report", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="the run's output folder (holds tensorboard/ and model/)")
     parser.add_argument("--timing", type=_parse_timing, action="append", default=[], help="NAME=SECONDS, repeatable")
+    parser.add_argument("--weights-log", type=Path, help="a --maestro.weights_log file of the run")
+    parser.add_argument("--data", type=Path, help="the prompt dataset (JSONL) whose categories to group by")
+    parser.add_argument("--category-key", default="category", help="category field of --data (default: category)")
+    parser.add_argument("--input-key", default="input", help="prompt field of --data (default: input)")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the Conductor's weights here")
     args = parser.parse_args(argv)
+    if bool(args.weights_log) != bool(args.data):
+        parser.error("--weights-log and --data go together")
     print(summary(args.run_dir, dict(args.timing)))
+    by_category = None
+    if args.weights_log:
+        objectives, by_category, counts = weights_by_category(
+            args.weights_log, args.data, args.category_key, args.input_key
+        )
+        print("\nmean Conductor weights per prompt category (all steps):")
+        print(category_table(objectives, by_category, counts))
+    if args.plot:
+        scalars = latest_run_scalars(Path(args.run_dir) / "tensorboard")
+        print(f"plot: {plot_weights(scalars, args.plot, by_category)}")
     return 0
 
 

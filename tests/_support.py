@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,3 +17,30 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MAESTRO_RUNTIME", "PYTHONPATH")}
     env.update(extra)
     return env
+
+
+def run_example(out: Path, model: Path, *extra_args: str, timeout: int = 1500, **env_overrides: str) -> dict:
+    """Run examples/scripts/train_grpo_tiny_cpu.sh (the real pipeline) into ``out``; never raises on failure.
+
+    Returns {"out", "returncode", "log", "seconds"}; ``env_overrides`` set the script's variables
+    (AGGREGATOR, OBJECTIVES, WEIGHTS, STEPS_PROMPTS, CKPT, ...).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    env = clean_env(MODEL=str(model), OUT=str(out), PYTHON=sys.executable, **env_overrides)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    log = out / "run.log"
+    t0 = time.time()
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            ["bash", "examples/scripts/train_grpo_tiny_cpu.sh", *extra_args],
+            cwd=REPO,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    return {"out": out, "returncode": proc.returncode, "log": log, "seconds": time.time() - t0, "model": model}
+
+
+def log_tail(run: dict, chars: int = 6000) -> str:
+    return run["log"].read_text(errors="replace")[-chars:]

@@ -16,8 +16,10 @@ rm -rf "$OUT/demo"
 : >"$LOG"
 echo "[demo] GRPO on CPU: Ray, vLLM, DeepSpeed start-up takes about 2 minutes; full log in $LOG"
 set +e
-PATH="$(dirname "$PYTHON"):$PATH" MODEL="$OUT/tiny-model" OUT="$OUT/demo" PYTHON="$PYTHON" \
-  bash examples/scripts/train_grpo_tiny_cpu.sh >"$LOG" 2>&1 &
+# 24 demo prompts, 4 per step: 6 GRPO steps with MAESTRO over format, length and match.
+PATH="$(dirname "$PYTHON"):$PATH" MODEL="$OUT/tiny-model" OUT="$OUT/demo" PYTHON="$PYTHON" STEPS_PROMPTS=24 \
+  bash examples/scripts/train_grpo_tiny_cpu.sh --maestro.weights_log "$OUT/demo/maestro_weights.jsonl" \
+  >"$LOG" 2>&1 &
 run_pid=$!
 # Milestones as they happen, not the whole multi-process log.
 tail -n +1 -f "$LOG" --pid "$run_pid" | grep --line-buffered -E "openrlhf-maestro\]|Started a local Ray|Global step [0-9]+|Traceback|Error" \
@@ -33,5 +35,7 @@ fi
 
 echo
 "$PYTHON" -m openrlhf_maestro.report "$OUT/demo" --timing "setup=$SETUP_SECONDS" \
-  --timing "model_build=$((t1 - t0))" --timing "run=$((t2 - t1))"
+  --timing "model_build=$((t1 - t0))" --timing "run=$((t2 - t1))" \
+  --weights-log "$OUT/demo/maestro_weights.jsonl" --data examples/data/demo_prompts.jsonl --category-key category \
+  --plot "$OUT/demo/conductor_weights.png"
 echo "full log: $LOG"

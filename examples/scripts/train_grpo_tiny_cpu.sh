@@ -8,6 +8,7 @@ MODEL=${MODEL:-outputs/tiny-model}
 DATA=${DATA:-examples/data/demo_prompts.jsonl}
 REWARD_FN=${REWARD_FN:-examples/rewards/demo_reward.py}
 OUT=${OUT:-outputs/demo}
+CKPT=${CKPT:-$OUT/ckpt}              # DeepSpeed checkpoints (--ckpt.save_steps N, resume with --ckpt.load_enable)
 STEPS_PROMPTS=${STEPS_PROMPTS:-8}   # prompts used; with ROLLOUT_BATCH=4 that is 2 GRPO steps
 ROLLOUT_BATCH=${ROLLOUT_BATCH:-4}
 N_SAMPLES=${N_SAMPLES:-4}
@@ -46,7 +47,7 @@ if [ "$AGGREGATOR" = maestro ]; then
   # lr scales about as 1/H (docs/method.md): 3e-4 at H=4096 -> 1e-2 at the tiny model's H=128.
   MAESTRO_ARGS+=(--maestro.lr 1e-2 --maestro.update_every 1 --maestro.context response)
 fi
-LOG_ARGS=(--logger.tensorboard_dir "$OUT/tensorboard" --ckpt.output_dir "$OUT/model" --ckpt.path "$OUT/ckpt")
+LOG_ARGS=(--logger.tensorboard_dir "$OUT/tensorboard" --ckpt.output_dir "$OUT/model" --ckpt.path "$CKPT")
 
 exec "$PYTHON" -m openrlhf_maestro.cli.train_ppo_ray \
   "${RUNTIME_ARGS[@]}" "${PLACEMENT_ARGS[@]}" "${MODEL_ARGS[@]}" "${DATA_ARGS[@]}" "${ROLLOUT_ARGS[@]}" \

@@ -56,7 +56,18 @@ def build_launcher_parser() -> argparse.ArgumentParser:
         help="after training, compare every vLLM engine's weights with the saved actor and write "
         "weight_sync_check.json into --ckpt.output_dir; exit 3 if they differ",
     )
+    parser.add_argument(
+        "--runtime.check_flags",
+        dest="check_flags",
+        action="store_true",
+        help="parse and validate every flag (OpenRLHF's and the plugin's) with OpenRLHF's own parser, print the "
+        "plugin's settings, and exit: starts no Ray, loads no model",
+    )
     return parser
+
+
+class _FlagsChecked(Exception):
+    """Raised after a successful parse under --runtime.check_flags to stop before OpenRLHF's train()."""
 
 
 def _is_openrlhf_parser(parser: argparse.ArgumentParser) -> bool:
@@ -132,11 +143,46 @@ def _on_parsed(parser: argparse.ArgumentParser, ns: argparse.Namespace, parsed: 
         parser.error("\n  " + "\n  ".join(problems))
 
 
+def check_flags(argv: list[str]) -> int:
+    """Parse ``argv`` with OpenRLHF's parser plus the plugin's flags, validate, print, exit 0 (or 2 via argparse)."""
+    from openrlhf_maestro.runtime import standin_finder
+
+    standin_finder.install()  # OpenRLHF's CLI imports flash_attn; a real build is never shadowed
+    parsed: dict[str, argparse.Namespace] = {}
+
+    def stop(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+        _on_parsed(parser, ns, parsed)
+        raise _FlagsChecked
+
+    try:
+        with openrlhf_parser_hook(add_maestro_arguments, stop):
+            run_openrlhf(argv)
+    except _FlagsChecked:
+        ns = parsed["args"]
+        keys = [
+            "reward.aggregator",
+            "reward.objectives",
+            "reward.weights",
+            "algo.advantage.estimator",
+            "rollout.n_samples_per_prompt",
+            "actor.model_name_or_path",
+        ]
+        print("flags OK: " + ", ".join(f"--{k} {getattr(ns, k)}" for k in keys))
+        return 0
+    raise RuntimeError("OpenRLHF's CLI finished without parsing its flags")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     launcher = build_launcher_parser()
     opts, rest = launcher.parse_known_args(argv)
     t_start = time.time()
+    if opts.check_flags:
+        if opts.runtime == "cpu":  # the same flag defaults and refusals as a real CPU run, but no Ray
+            from openrlhf_maestro.runtime.cpu_launch import apply_cpu_flag_defaults
+
+            rest, _ = apply_cpu_flag_defaults(rest)
+        return check_flags(rest)
     if "-h" in rest or "--help" in rest:
         launcher.print_help()
         print("\nOpenRLHF's train_ppo_ray flags follow.\n", flush=True)

@@ -84,6 +84,7 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
         self.aggregator = aggregator
         self.objectives = list(aggregator.objectives)
         self.metrics: dict[str, float] = {}
+        self.last_batch: tuple[list[str], torch.Tensor | None] = ([], None)  # prompts, (N, K) weights used
 
     def make_experience(self, samples_list: list) -> list:
         experiences = super().make_experience(samples_list)
@@ -101,6 +102,7 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
             )
             experience.info["reward"] = experience.rewards.clone()
         self.metrics.update(out.metrics)
+        self.last_batch = ([p for e in experiences for p in e.prompts], out.weights)
         self.metrics["maestro/seconds_aggregate"] = time.time() - t0
         return experiences
 

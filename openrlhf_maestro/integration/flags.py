@@ -61,6 +61,13 @@ def add_maestro_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CONTEXTS,
         help="Conductor input: the hidden state at the response's last token (default) or the prompt's last token",
     )
+    group.add_argument(
+        "--maestro.weights_log",
+        type=str,
+        default=None,
+        help="append one JSON line per response and step (step, prompt, weights per objective, emphasis) to this "
+        "file, for offline analysis; off by default",
+    )
     defaults = MaestroConfig()
     for f in _CONFIG_FIELDS:
         doc = _field_docs().get(f.name, "")

@@ -83,6 +83,13 @@ class _MaestroPPOTrainer(PPOTrainer.__ray_actor_class__):
     def train_step(self, rollout_samples, global_step: int):
         status, global_step = super().train_step(rollout_samples, global_step)
         status.update(self.experience_maker.metrics)
+        if self.args.maestro.weights_log:
+            append_weights_log(
+                self.args.maestro.weights_log,
+                global_step,
+                self.aggregator.objectives,
+                *self.experience_maker.last_batch,
+            )
         return status, global_step
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
@@ -125,6 +132,24 @@ class _MaestroPPOTrainer(PPOTrainer.__ray_actor_class__):
     def maestro_state(self) -> dict:
         """The aggregator's record and state, for tests and tools (``ray.get(trainer.maestro_state.remote())``)."""
         return {**self.aggregator_record, "state": self.aggregator.state_dict()}
+
+
+def append_weights_log(
+    path: str, step: int, objectives: list[str], prompts: list[str], weights: torch.Tensor | None
+) -> None:
+    """One JSON line per response: {"step", "prompt", "weights": {name: w}, "emphasis": argmax name}."""
+    if weights is None:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        for prompt, row in zip(prompts, weights.tolist(), strict=True):
+            record = {
+                "step": step,
+                "prompt": prompt,
+                "weights": dict(zip(objectives, row, strict=True)),
+                "emphasis": objectives[max(range(len(row)), key=row.__getitem__)],
+            }
+            fh.write(json.dumps(record) + "\n")
 
 
 def save_standalone(output_dir: str, record: dict, aggregator: RewardAggregator) -> Path:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from _support import REPO, clean_env
+from _support import REPO, run_example
 from safetensors.torch import load_file
 
 from openrlhf_maestro.report import latest_run_scalars, summary
@@ -30,34 +27,15 @@ N_SAMPLES = 4
 
 @pytest.fixture(scope="module")
 def grpo_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("grpo-run")
-    env = clean_env(
-        MODEL=str(tiny_model_dir),
-        OUT=str(out),
+    """Plain OpenRLHF GRPO (no aggregator): the foundation every plugin feature builds on."""
+    return run_example(
+        tmp_path_factory.mktemp("grpo-run"),
+        tiny_model_dir,
+        AGGREGATOR="none",
         STEPS_PROMPTS=str(STEPS * ROLLOUT_BATCH),
         ROLLOUT_BATCH=str(ROLLOUT_BATCH),
         N_SAMPLES=str(N_SAMPLES),
-        PYTHON=os.environ.get("PYTHON", "python"),
     )
-    env["PATH"] = f"{Path(os.sys.executable).parent}{os.pathsep}{env['PATH']}"
-    log = out / "run.log"
-    t0 = time.time()
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            ["bash", "examples/scripts/train_grpo_tiny_cpu.sh"],
-            cwd=REPO,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            timeout=1500,
-        )
-    return {
-        "out": out,
-        "returncode": proc.returncode,
-        "log": log,
-        "seconds": time.time() - t0,
-        "model": tiny_model_dir,
-    }
 
 
 def test_run_exits_cleanly(grpo_run, capsys):

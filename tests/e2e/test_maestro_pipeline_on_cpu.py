@@ -1,0 +1,140 @@
+"""MAESTRO inside OpenRLHF's real GRPO pipeline on CPU: training, metrics, checkpoint/resume, sum, a bad reward file.
+
+Every run goes through examples/scripts/train_grpo_tiny_cpu.sh, i.e. the launcher and OpenRLHF's
+train_ppo_ray, with nothing mocked; assertions read the TensorBoard events and files the runs wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from _support import log_tail, run_example
+
+from openrlhf_maestro.report import latest_run_scalars
+
+pytestmark = pytest.mark.e2e
+
+OBJECTIVES = ["format", "length", "match"]
+MICRO_BATCHES = 4  # 4 prompts x 4 samples per step, --rollout.micro_batch_size 4
+
+
+def steps_of(scalars: dict, tag: str) -> list[int]:
+    return sorted(scalars.get(tag, {}))
+
+
+@pytest.fixture(scope="module")
+def maestro_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """3 steps of MAESTRO, a meta-update every step, a checkpoint at step 2."""
+    out = tmp_path_factory.mktemp("maestro-run")
+    return run_example(
+        out, tiny_model_dir, "--ckpt.save_steps", "2", AGGREGATOR="maestro", STEPS_PROMPTS="12", CKPT=str(out / "ckpt")
+    )
+
+
+@pytest.fixture(scope="module")
+def resumed_run(maestro_run: dict, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Resume maestro_run's step-2 checkpoint with 4 steps of data: steps 3 and 4 run."""
+    assert maestro_run["returncode"] == 0, log_tail(maestro_run)
+    return run_example(
+        tmp_path_factory.mktemp("maestro-resumed"),
+        tiny_model_dir,
+        "--ckpt.load_enable",
+        AGGREGATOR="maestro",
+        STEPS_PROMPTS="16",
+        CKPT=str(maestro_run["out"] / "ckpt"),
+    )
+
+
+def test_maestro_trains_the_actor_and_the_conductor(maestro_run, tiny_model_dir):
+    assert maestro_run["returncode"] == 0, log_tail(maestro_run)
+    scalars = latest_run_scalars(maestro_run["out"] / "tensorboard")
+    expected = ["train/maestro/entropy", "train/maestro/meta_loss", "train/maestro/updates"]
+    for name in OBJECTIVES:
+        expected += [f"train/reward/{name}", f"train/maestro/weight/{name}", f"train/maestro/action/{name}"]
+    for tag in expected:
+        assert steps_of(scalars, tag) == [1, 2, 3], tag
+        assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
+    assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0, 3: 3.0}
+    for step in (1, 2, 3):
+        assert sum(scalars[f"train/maestro/weight/{n}"][step] for n in OBJECTIVES) == pytest.approx(1.0, abs=1e-5)
+    # One model forward per actor forward call and micro-batch: h came from the forward that already ran.
+    assert set(scalars["train/maestro/policy_forwards"].values()) == {float(MICRO_BATCHES)}
+    # The actor trained and vLLM holds exactly its weights.
+    report = json.loads((maestro_run["out"] / "model/weight_sync_check.json").read_text())
+    assert all(e["equal"] for e in report["engines"]), report
+    # The Conductor's head starts at zero (uniform policy) and moved.
+    saved = torch.load(maestro_run["out"] / "model/reward_aggregator.pt", weights_only=True)
+    assert saved["objectives"] == OBJECTIVES and saved["hidden_size"] == 128 and saved["aggregator"] == "maestro"
+    params = [v for k, v in _flatten(saved["state"]) if isinstance(v, torch.Tensor) and "head" in k and "weight" in k]
+    assert params and any(p.abs().sum() > 0 for p in params), "Conductor head did not move"
+
+
+def test_resume_restores_the_conductor_exactly_and_continues(maestro_run, resumed_run):
+    assert resumed_run["returncode"] == 0, log_tail(resumed_run)
+    ckpt = maestro_run["out"] / "ckpt"
+    restored = torch.load(ckpt / "reward_aggregator_restored.pt", weights_only=True)
+    assert restored["global_step"] == 2
+    model_states = next((ckpt / "_actor" / "global_step2").glob("*model_states.pt"))
+    saved = torch.load(model_states, weights_only=False, map_location="cpu")["maestro"]
+    assert _equal(restored["state"], saved["state"])
+    scalars = latest_run_scalars(resumed_run["out"] / "tensorboard")
+    assert steps_of(scalars, "train/maestro/updates") == [3, 4]
+    assert scalars["train/maestro/updates"] == {3: 3.0, 4: 4.0}  # the counter continues from the checkpoint
+
+
+def test_sum_trains_on_the_weighted_sum_of_the_objectives(tiny_model_dir, tmp_path_factory):
+    weights = [0.5, 0.3, 0.2]
+    run = run_example(
+        tmp_path_factory.mktemp("sum-run"),
+        tiny_model_dir,
+        AGGREGATOR="sum",
+        WEIGHTS=",".join(map(str, weights)),
+        STEPS_PROMPTS="8",
+    )
+    assert run["returncode"] == 0, log_tail(run)
+    scalars = latest_run_scalars(run["out"] / "tensorboard")
+    assert steps_of(scalars, "train/reward") == [1, 2]
+    for step in (1, 2):
+        weighted = sum(w * scalars[f"train/reward/{n}"][step] for w, n in zip(weights, OBJECTIVES, strict=True))
+        assert scalars["train/reward"][step] == pytest.approx(weighted, abs=1e-5)
+
+
+def test_reward_function_missing_a_declared_objective_fails_at_the_first_batch(tiny_model_dir, tmp_path_factory):
+    run = run_example(
+        tmp_path_factory.mktemp("missing-objective"),
+        tiny_model_dir,
+        AGGREGATOR="maestro",
+        OBJECTIVES="format,length,preference",
+        STEPS_PROMPTS="8",
+    )
+    log = run["log"].read_text(errors="replace")
+    assert run["returncode"] != 0
+    assert "reported no 'obj/preference' for objective 'preference'" in log
+    assert "Global step 1" not in log
+
+
+def _flatten(tree, prefix=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _flatten(v, f"{prefix}.{i}")
+    else:
+        yield prefix, tree
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return (
+            isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
+    return a == b
