@@ -35,6 +35,7 @@ def check(script: str, *extra: str, **env: str) -> subprocess.CompletedProcess:
         ("examples/scripts/train_maestro_grpo_qwen3_8b.sh", "maestro"),
         ("examples/scripts/train_static_weights_grpo_qwen3_8b.sh", "sum"),
         ("examples/scripts/train_grpo_tiny_cpu.sh", "maestro"),
+        ("examples/scripts/train_maestro_nover_qwen3_8b.sh", "maestro"),
     ],
 )
 def test_launch_scripts_pass_openrlhfs_parser_and_the_plugins_checks(script, aggregator):

@@ -1,39 +1,62 @@
-"""``PolicyModelActor`` that also reads the Conductor's context h during the experience maker's forward.
+"""``PolicyModelActor`` that also reads the model channels during the experience maker's forward.
 
-The forward is OpenRLHF's own (``super().forward``); a pre-hook on ``lm_head`` records its input, and the
-(B, H) context rows are kept, one entry per forward call, until the controller collects them with
-``pop_maestro_hidden``. Nothing goes into ``Experience.info`` and no second forward runs.
+The forward is OpenRLHF's own (``super().forward``). Hooks on ``lm_head`` record its input (the Conductor's
+context h) and, when the ``entropy`` channel is on, the response's token entropy from its output. One record
+per forward call is kept until the controller collects them with ``pop_maestro_records``. Nothing goes into
+``Experience.info`` and no second forward runs. ``maestro_reference_nll`` is the one extra, batched
+teacher-forced forward of the ``perplexity`` channel.
 """
 
 from __future__ import annotations
+
+import functools
 
 import ray
 import torch
 from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
+from openrlhf_maestro.integration.channels import response_mean, token_entropy
+from openrlhf_maestro.integration.flags import parse_list
 from openrlhf_maestro.integration.hidden_states import HiddenStateCapture, output_embedding_module, select_context
 
 
 class _MaestroPolicyModelActor(PolicyModelActor.__ray_actor_class__):
     def init_model_from_pretrained(self, strategy, *args, **kwargs):
         super().init_model_from_pretrained(strategy, *args, **kwargs)
-        self._maestro_context = strategy.args.maestro.context
-        self._maestro_capture = HiddenStateCapture(output_embedding_module(self.actor))
-        self._maestro_hidden: list[torch.Tensor] = []
+        a = strategy.args
+        self._maestro_context = a.maestro.context
+        self._maestro_hidden_on = a.reward.aggregator == "maestro"
+        self._maestro_entropy_on = "entropy" in parse_list(a.reward.objectives)
+        on_logits = (
+            functools.partial(token_entropy, temperature=a.rollout.temperature) if self._maestro_entropy_on else None
+        )
+        self._maestro_capture = HiddenStateCapture(output_embedding_module(self.actor), on_logits)
+        self._maestro_records: list[dict[str, torch.Tensor]] = []
 
     def forward(self, sequences, action_mask=None, attention_mask=None, *args, **kwargs):
         with self._maestro_capture.capturing():
             action_log_probs = super().forward(sequences, action_mask, attention_mask, *args, **kwargs)
         hidden = self._maestro_capture.take()
-        self._maestro_hidden.append(select_context(hidden, action_mask, self._maestro_context))
+        record = {}
+        if self._maestro_hidden_on:
+            record["hidden"] = select_context(hidden, action_mask, self._maestro_context)
+        if self._maestro_entropy_on:
+            record["entropy"] = response_mean(self._maestro_capture.from_logits, action_mask).float().cpu()
+        self._maestro_records.append(record)
         return action_log_probs
 
-    def pop_maestro_hidden(self) -> tuple[list[torch.Tensor], int]:
-        """The (B, H) float32 context of every forward since the last call, in call order, and the number of
-        model forwards ``lm_head`` saw (equal to the number of entries: no extra pass)."""
-        hidden, self._maestro_hidden = self._maestro_hidden, []
+    def pop_maestro_records(self) -> tuple[list[dict[str, torch.Tensor]], int]:
+        """Per forward since the last call, in call order: {"hidden": (B, H), "entropy": (B,)} as enabled, and
+        the number of model forwards ``lm_head`` saw (equal to the number of records: no extra pass)."""
+        records, self._maestro_records = self._maestro_records, []
         forwards, self._maestro_capture.forwards = self._maestro_capture.forwards, 0
-        return hidden, forwards
+        return records, forwards
+
+    def maestro_reference_nll(self, sequences, action_mask, attention_mask) -> torch.Tensor:
+        """(B,) mean negative log-likelihood of the tokens ``action_mask`` marks, teacher-forced (``perplexity``)."""
+        log_probs = super().forward(sequences, action_mask, attention_mask)  # OpenRLHF's forward, no capture
+        mask = action_mask.to(log_probs.device).float()
+        return (-(log_probs * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float().cpu()
 
 
 MaestroPolicyModelActor = ray.remote(num_gpus=1)(_MaestroPolicyModelActor)

@@ -19,6 +19,12 @@ import ray
 import torch
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
+from openrlhf_maestro.integration.channels import (
+    MODEL_CHANNELS,
+    group_rank,
+    reasoning_text,
+    reference_batch,
+)
 from openrlhf_maestro.method import RewardAggregator
 
 
@@ -27,6 +33,37 @@ class MissingObjectiveError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class InvalidSampleError(ValueError):
+    """A response whose reward or objective is missing, None or non-finite (and dropping is not enabled)."""
+
+
+def sample_problems(sample, function_objectives: list[str]) -> list[str]:
+    """What is wrong with one rollout sample's reward-function output (empty list: nothing)."""
+    problems = []
+    if sample.rewards is None:
+        problems.append(
+            "the reward function raised or returned no 'rewards' for it (OpenRLHF logs the exception in the "
+            "rollout actor: look for '[SingleTurnExecutor] Failed to fetch reward')"
+        )
+    for name in function_objectives:
+        value = sample.info.get(f"obj/{name}")
+        if value is None:
+            if sample.rewards is not None:
+                reported = sorted(k for k in sample.info if k.startswith("obj/"))
+                problems.append(
+                    f"objective '{name}' (declared in --reward.objectives): the reward function's extra_logs has no "
+                    f"'obj/{name}'; it reported {reported or 'no obj/* keys'}"
+                )
+        elif not torch.isfinite(value.float()).all():
+            problems.append(f"objective '{name}': value {value.flatten()[0].item()} is not finite")
+    return problems
+
+
+def _describe(sample) -> str:
+    prompt = sample.prompts[0] if sample.prompts else ""
+    return f"prompt {prompt[-120:]!r}"
 
 
 def objective_matrix(experiences: list, objectives: list[str]) -> torch.Tensor:
@@ -77,29 +114,95 @@ def group_relative_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, es
 
 
 class MaestroExperienceMaker(RemoteExperienceMaker):
-    """OpenRLHF's experience maker with a reward aggregator between the forwards and the advantages."""
+    """OpenRLHF's experience maker with a reward aggregator between the forwards and the advantages.
 
-    def __init__(self, *args, aggregator: RewardAggregator, **kwargs) -> None:
+    Args:
+        aggregator: the method's aggregator; its objectives are the columns of the reward matrix.
+        preference_group: a ``RewardModelActor`` group for the ``preference`` channel, or None.
+    """
+
+    def __init__(self, *args, aggregator: RewardAggregator, preference_group=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.aggregator = aggregator
         self.objectives = list(aggregator.objectives)
+        self.model_channels = [o for o in self.objectives if o in MODEL_CHANNELS]
+        self.function_objectives = [o for o in self.objectives if o not in MODEL_CHANNELS]
+        self.preference_group = preference_group
+        self.drop_invalid = bool(self.args.maestro.drop_invalid_samples)
         self.metrics: dict[str, float] = {}
         self.last_batch: tuple[list[str], torch.Tensor | None] = ([], None)  # prompts, (N, K) weights used
 
+    # -- before the forwards: validate what the reward function returned, one sample at a time --------------
+
+    def split_rollout_samples(self, rollout_samples: list) -> list:
+        invalid = 0
+        for i, sample in enumerate(rollout_samples):
+            clash = [o for o in self.model_channels if f"obj/{o}" in sample.info]
+            if clash:
+                raise InvalidSampleError(
+                    f"the reward function reports {clash}, which the plugin computes itself (model channels "
+                    f"{list(MODEL_CHANNELS)}); rename the reward function's objective"
+                )
+            problems = sample_problems(sample, self.function_objectives)
+            if problems and not self.drop_invalid:
+                raise InvalidSampleError(
+                    f"response {i} of this rollout batch ({_describe(sample)}): "
+                    + "; ".join(problems)
+                    + ". Fix the reward function, or pass --maestro.drop_invalid_samples to give such responses "
+                    "zero advantage and count them in maestro/dropped_samples."
+                )
+            # Placeholders keep the micro-batch tensors aligned; the row is neutralized after aggregation.
+            sample.info["maestro/invalid_fraction"] = torch.tensor([float(bool(problems))])
+            if sample.rewards is None:
+                sample.rewards = torch.zeros(1)
+                sample.info["reward"] = torch.zeros(1)
+            for name in self.function_objectives:
+                key = f"obj/{name}"
+                if key not in sample.info or not torch.isfinite(sample.info[key].float()).all():
+                    sample.info[key] = torch.tensor([float("nan")])
+            invalid += bool(problems)
+        self._dropped = invalid
+        return super().split_rollout_samples(rollout_samples)
+
+    # -- after the forwards: channels, aggregation --------------------------------------------------------
+
     def make_experience(self, samples_list: list) -> list:
+        preference_refs = self._dispatch_preference(samples_list)  # runs beside the policy/reference forwards
         experiences = super().make_experience(samples_list)
-        t0 = time.time()
-        self.metrics = {}
-        hidden = self._collect_hidden(experiences) if self.aggregator.needs_hidden else None
-        rewards = objective_matrix(experiences, self.objectives)
+        self.metrics = {"maestro/dropped_samples": float(self._dropped)} if self.drop_invalid else {}
+        records = self._collect_records(experiences)
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
+        if "entropy" in self.model_channels:
+            self._set_objective(experiences, "entropy", torch.cat([r["entropy"] for r in records]))
+        if "perplexity" in self.model_channels:
+            t1 = time.time()
+            nll = self._reference_nll(experiences)
+            self._set_objective(experiences, "perplexity", group_rank(nll, group_ids, higher_is_better=False))
+            self.metrics["maestro/perplexity"] = float(nll.exp().mean())
+            self.metrics["maestro/seconds_perplexity"] = time.time() - t1
+        if preference_refs is not None:
+            duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
+            scores = torch.cat([r.reshape(-1).float() for r in self._flatten_results(preference_refs, duplicate)])
+            self._set_objective(experiences, "preference", scores)
+
+        rewards = objective_matrix(experiences, self.objectives)
+        invalid = torch.cat([e.info["maestro/invalid_fraction"].reshape(-1) for e in experiences]).bool()
+        bad = ~torch.isfinite(rewards)
+        if (bad & ~invalid.unsqueeze(1)).any():  # a model channel went non-finite
+            row, col = (bad & ~invalid.unsqueeze(1)).nonzero()[0].tolist()
+            raise InvalidSampleError(f"objective '{self.objectives[col]}' is not finite for response {row}")
+        rewards = _fill_with_group_means(rewards, invalid, group_ids)
+        if invalid.any():  # keep OpenRLHF's own obj/* logs finite
+            for k, name in enumerate(self.objectives):
+                self._set_objective(experiences, name, rewards[:, k])
+        hidden = torch.cat([r["hidden"] for r in records]) if self.aggregator.needs_hidden else None
+        t0 = time.time()
         out = self.aggregator.aggregate(rewards, group_ids, hidden)
-        for experience, scalar in zip(
-            experiences, out.rewards.split([len(e.index) for e in experiences]), strict=True
-        ):
-            experience.rewards = scalar.to(
-                experience.rewards.dtype if experience.rewards is not None else scalar.dtype
-            )
+        scalar = _fill_with_group_means(
+            out.rewards, invalid, group_ids
+        )  # dropped rows get the group mean: zero advantage
+        for experience, piece in zip(experiences, scalar.split([len(e.index) for e in experiences]), strict=True):
+            experience.rewards = piece.to(experience.rewards.dtype)
             experience.info["reward"] = experience.rewards.clone()
         self.metrics.update(out.metrics)
         self.last_batch = ([p for e in experiences for p in e.prompts], out.weights)
@@ -116,22 +219,99 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
         self.metrics["maestro/seconds_feedback"] = time.time() - t0
         return experiences
 
-    def _collect_hidden(self, experiences: list) -> torch.Tensor:
-        """(N, H) context rows in experience order, from the policy actors' ``pop_maestro_hidden``.
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _set_objective(self, experiences: list, name: str, values: torch.Tensor) -> None:
+        for experience, piece in zip(experiences, values.split([len(e.index) for e in experiences]), strict=True):
+            experience.info[f"obj/{name}"] = piece.float()
+
+    def _dispatch_preference(self, samples_list: list):
+        if self.preference_group is None:
+            return None
+        return self.preference_group.async_run_method_batch(
+            method_name="forward",
+            sequences=[s.sequences for s in samples_list],
+            attention_mask=[s.attention_mask for s in samples_list],
+            pad_sequence=[True] * len(samples_list),
+        )
+
+    def _reference_nll(self, experiences: list) -> torch.Tensor:
+        """(N,) mean NLL of each response's reference answer given prompt + its reasoning (one batched forward)."""
+        m = self.args.maestro
+        prefix, marker, suffix = m.reference_template.partition("{reference}")
+        if not marker:
+            raise ValueError(
+                f"--maestro.reference_template must contain '{{reference}}', got {m.reference_template!r}"
+            )
+        tok = self.tokenizer
+
+        def ids(text: str) -> list[int]:
+            return tok(text, add_special_tokens=False)["input_ids"]
+
+        batches = {"sequences": [], "attention_mask": [], "action_mask": []}
+        for experience in experiences:
+            prompts, reasonings, references, suffixes = [], [], [], []
+            seq_len, num_actions = experience.sequences.shape[1], experience.action_mask.shape[1]
+            for b in range(experience.sequences.shape[0]):
+                label = experience.labels[b] if b < len(experience.labels) else None
+                if not label:
+                    raise InvalidSampleError(
+                        f"the perplexity channel needs each prompt's reference answer, but response {b} has an empty "
+                        "label: pass --data.label_key with the dataset's reference field"
+                    )
+                actions = experience.action_mask[b].nonzero().flatten()
+                start = seq_len - num_actions + int(actions[0])
+                end = seq_len - num_actions + int(actions[-1]) + 1
+                row = experience.sequences[b]
+                response = tok.decode(row[start:end], skip_special_tokens=True)
+                prompts.append(row[:start].tolist())
+                reasonings.append(ids(reasoning_text(response, m.reasoning_end) + prefix))
+                references.append(ids(label))
+                suffixes.append(ids(suffix))
+            seqs, attn, act = reference_batch(
+                prompts, reasonings, references, suffixes, tok.pad_token_id, self.args.data.max_len
+            )
+            batches["sequences"].append(seqs)
+            batches["attention_mask"].append(attn)
+            batches["action_mask"].append(act)
+        duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
+        refs = self.actor_model_group.async_run_method_batch(method_name="maestro_reference_nll", **batches)
+        return torch.cat(self._flatten_results(refs, duplicate))
+
+    def _collect_records(self, experiences: list) -> list[dict[str, torch.Tensor]]:
+        """Per-micro-batch records from the policy actors' ``pop_maestro_records``, in experience order.
 
         ``async_run_method_batch`` gives chunk c of the micro-batches to actors c*d .. c*d+d-1 (d = ring x TP
         copies, launcher.py 346-371) and each actor runs its chunk in order, so concatenating the first copy of
         every chunk restores the micro-batch order, as ``_flatten_results`` does (experience_maker.py 108-110).
         """
         duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
-        results = ray.get(self.actor_model_group.async_run_method(method_name="pop_maestro_hidden"))[::duplicate]
-        per_forward = [h for hidden, _ in results for h in hidden]
+        results = ray.get(self.actor_model_group.async_run_method(method_name="pop_maestro_records"))[::duplicate]
+        records = [r for per_actor, _ in results for r in per_actor]
         self.metrics["maestro/policy_forwards"] = float(sum(forwards for _, forwards in results))
-        if len(per_forward) != len(experiences) or any(
-            h.shape[0] != len(e.index) for h, e in zip(per_forward, experiences, strict=True)
+        sizes = [next(iter(r.values())).shape[0] if r else None for r in records]
+        if len(records) != len(experiences) or any(
+            n is not None and n != len(e.index) for n, e in zip(sizes, experiences, strict=True)
         ):
             raise RuntimeError(
-                f"collected hidden states for {[h.shape[0] for h in per_forward]} responses per forward, expected "
+                f"collected channel records for {sizes} responses per forward, expected "
                 f"{[len(e.index) for e in experiences]}: the policy forwards and the micro-batches are out of step"
             )
-        return torch.cat(per_forward)
+        return records
+
+
+def _fill_with_group_means(values: torch.Tensor, invalid: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """(N, ...) values: the rows of dropped responses become the mean of their group's valid rows (0 if none).
+
+    Applied to the objective matrix it keeps the per-objective normalization of the group unchanged; applied to
+    the scalar R it leaves the group mean as it was, so a dropped response's group-relative advantage is exactly
+    0 (group_norm, dr_grpo, reinforce_baseline, and rloo with one dropped response per group).
+    """
+    if not invalid.any():
+        return values
+    out = values.clone()
+    for gid in torch.unique(group_ids[invalid]):
+        rows = group_ids == gid
+        valid = rows & ~invalid
+        out[rows & invalid] = values[valid].mean(dim=0) if valid.any() else torch.zeros(values.shape[1:])
+    return out

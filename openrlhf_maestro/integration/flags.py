@@ -68,6 +68,26 @@ def add_maestro_arguments(parser: argparse.ArgumentParser) -> None:
         help="append one JSON line per response and step (step, prompt, weights per objective, emphasis) to this "
         "file, for offline analysis; off by default",
     )
+    group.add_argument(
+        "--maestro.drop_invalid_samples",
+        action="store_true",
+        default=False,
+        help="give responses whose reward function raised or returned None/NaN/a missing objective zero "
+        "advantage and count them (maestro/dropped_samples) instead of stopping the run",
+    )
+    group.add_argument(
+        "--maestro.reasoning_end",
+        type=str,
+        default="</think>",
+        help="perplexity channel: the reasoning is the response up to and including this marker (default: </think>)",
+    )
+    group.add_argument(
+        "--maestro.reference_template",
+        type=str,
+        default="\n\n<answer>\n{reference}\n</answer>",
+        help="perplexity channel: text after the reasoning; {reference} is the dataset label whose perplexity "
+        "is measured (default: NOVER's answer block)",
+    )
     defaults = MaestroConfig()
     for f in _CONFIG_FIELDS:
         doc = _field_docs().get(f.name, "")
@@ -157,6 +177,15 @@ def validate(args: argparse.Namespace) -> list[str]:
                 problems.append(
                     f"--reward.weights is maestro's prior: non-negative with a positive sum, got {weights}"
                 )
+    if not _get(args, "reward.remote_url"):
+        problems.append(
+            "--reward.aggregator reads objectives from a reward function: pass --reward.remote_url "
+            "FILE.py (its reward_func returns extra_logs['obj/<name>'])"
+        )
+    if "preference" in objectives and not _get(args, "reward.model_name_or_path"):
+        problems.append("objective 'preference' is a reward model's score: pass --reward.model_name_or_path")
+    if "{reference}" not in _get(args, "maestro.reference_template"):
+        problems.append("--maestro.reference_template must contain {reference}")
     n = _get(args, "rollout.n_samples_per_prompt")
     if n < 2:
         problems.append(

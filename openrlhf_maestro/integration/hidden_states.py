@@ -13,6 +13,8 @@ predictions (actor.py 296), so action index i predicts the token at sequence pos
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -51,30 +53,41 @@ def output_embedding_module(model: nn.Module) -> nn.Module:
 class HiddenStateCapture:
     """Records the input of ``lm_head`` while ``capturing`` is on; counts the model forwards it saw.
 
-    Usage (the hook stays registered; outside ``capturing`` it returns at once):
+    With ``on_logits``, also keeps ``on_logits(logits)`` of the same call (e.g. the token entropy), computed
+    inside the hook so no reference to the (B, T, V) logits outlives it.
+
+    Usage (the hooks stay registered; outside ``capturing`` they return at once):
         capture = HiddenStateCapture(output_embedding_module(actor))
         with capture.capturing():
             actor(sequences, action_mask, attention_mask)
         h = capture.take()  # (B, T, H)
     """
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: nn.Module, on_logits: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self._active = False
         self._hidden: torch.Tensor | None = None
+        self.from_logits: torch.Tensor | None = None
         self.forwards = 0
-        self._handle = head.register_forward_pre_hook(self._hook)
+        self._on_logits = on_logits
+        self._handles = [head.register_forward_pre_hook(self._hook)]
+        if on_logits is not None:
+            self._handles.append(head.register_forward_hook(self._logits_hook))
 
     def _hook(self, module: nn.Module, args: tuple) -> None:
         if self._active:
             self._hidden = args[0].detach()
             self.forwards += 1
 
+    def _logits_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self._active:
+            self.from_logits = self._on_logits(output.detach())
+
     def capturing(self):
         capture = self
 
         class _Scope:
             def __enter__(self):
-                capture._active, capture._hidden = True, None
+                capture._active, capture._hidden, capture.from_logits = True, None, None
 
             def __exit__(self, *exc):
                 capture._active = False
@@ -88,7 +101,8 @@ class HiddenStateCapture:
         return hidden
 
     def remove(self) -> None:
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
 
 def select_context(hidden: torch.Tensor, action_mask: torch.Tensor, context: str) -> torch.Tensor:

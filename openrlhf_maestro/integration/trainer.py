@@ -48,6 +48,28 @@ def build_aggregator_from_args(args, hidden_size: int | None) -> RewardAggregato
     return build_aggregator(args.reward.aggregator, objectives, weights=weights)
 
 
+def start_preference_model(strategy):
+    """OpenRLHF's own ``RewardModelActor`` group for the ``preference`` channel.
+
+    OpenRLHF creates no reward model when a reward function is given (cli/train_ppo_ray.py 131-140); the
+    plugin needs both, so it starts the group here with OpenRLHF's flags: ``--reward.model_name_or_path``,
+    ``--reward.num_nodes``, ``--reward.num_gpus_per_node``, ``--reward.offload``, ``--reward.normalize_enable``.
+    """
+    from openrlhf.trainer.ray.launcher import RayActorGroup, RewardModelActor
+
+    a = strategy.args
+    group = RayActorGroup(
+        a.reward.num_nodes,
+        a.reward.num_gpus_per_node,
+        RewardModelActor,
+        pg=None,
+        num_gpus_per_actor=1,
+        duplicate_actors=a.ds.ring_attn_size * a.ds.tensor_parallel_size,
+    )
+    ray.get(group.async_init_model_from_pretrained(strategy, a.reward.model_name_or_path))
+    return group
+
+
 def aggregator_record(args, aggregator: RewardAggregator, hidden_size: int | None) -> dict:
     """What identifies an aggregator's state: checked on resume, written beside the standalone file."""
     record = {
@@ -69,6 +91,7 @@ class _MaestroPPOTrainer(PPOTrainer.__ray_actor_class__):
         hidden_size = hidden_size_of(pretrain) if self.args.reward.aggregator == "maestro" else None
         self.aggregator = build_aggregator_from_args(self.args, hidden_size)
         self.aggregator_record = aggregator_record(self.args, self.aggregator, hidden_size)
+        preference_group = start_preference_model(strategy) if "preference" in self.aggregator.objectives else None
         self.experience_maker = MaestroExperienceMaker(
             self.actor_model_group,
             self.critic_model_group,
@@ -78,6 +101,7 @@ class _MaestroPPOTrainer(PPOTrainer.__ray_actor_class__):
             self.strategy,
             self.tokenizer,
             aggregator=self.aggregator,
+            preference_group=preference_group,
         )
 
     def train_step(self, rollout_samples, global_step: int):

@@ -85,8 +85,8 @@ def logical_gpus_needed(argv: Sequence[str]) -> int:
         total += count("ref")
     if (_flag_value(argv, "--algo.advantage.estimator") or "gae") == "gae":  # a critic (cli 644-650)
         total += count("critic")
-    if not _has_flag(argv, "--reward.remote_url"):  # a reward model (cli 132-140)
-        total += count("reward")
+    if not _has_flag(argv, "--reward.remote_url") or _has_flag(argv, "--reward.model_name_or_path"):
+        total += count("reward")  # OpenRLHF's reward model (cli 132-140), or the plugin's preference channel
     engines = int(_flag_value(argv, "--vllm.num_engines") or 0)
     return total + engines * int(_flag_value(argv, "--vllm.tensor_parallel_size") or 1)
 

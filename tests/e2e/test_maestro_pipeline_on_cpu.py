@@ -108,12 +108,13 @@ def test_reward_function_missing_a_declared_objective_fails_at_the_first_batch(t
         tmp_path_factory.mktemp("missing-objective"),
         tiny_model_dir,
         AGGREGATOR="maestro",
-        OBJECTIVES="format,length,preference",
+        OBJECTIVES="format,length,politeness",
         STEPS_PROMPTS="8",
     )
     log = run["log"].read_text(errors="replace")
     assert run["returncode"] != 0
-    assert "reported no 'obj/preference' for objective 'preference'" in log
+    assert "objective 'politeness' (declared in --reward.objectives)" in log
+    assert "has no 'obj/politeness'; it reported ['obj/format', 'obj/length', 'obj/match']" in log
     assert "Global step 1" not in log
 
 

@@ -37,6 +37,8 @@ def parse(*flags: str) -> argparse.Namespace:
         parser.add_argument(flag, action="store_true")
     parser.add_argument("--ds.ring_attn_size", type=int, default=1)
     parser.add_argument("--train.agent_func_path", default=None)
+    parser.add_argument("--reward.remote_url", default="reward.py")
+    parser.add_argument("--reward.model_name_or_path", default=None)
     add_maestro_arguments(parser)
     return parser.parse_args(list(flags))
 
@@ -76,6 +78,15 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
         (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--ckpt.disable_ds"], "--ckpt.disable_ds"),
         (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--maestro.tau", "0"], "--maestro.*"),
         (["--reward.objectives", "a"], "given without --reward.aggregator"),
+        (["--reward.aggregator", "sum", "--reward.objectives", "a", "--reward.remote_url", ""], "--reward.remote_url"),
+        (
+            ["--reward.aggregator", "maestro", "--reward.objectives", "format,preference"],
+            "--reward.model_name_or_path",
+        ),
+        (
+            ["--reward.aggregator", "maestro", "--reward.objectives", "a", "--maestro.reference_template", "x"],
+            "must contain {reference}",
+        ),
     ],
 )
 def test_each_bad_combination_is_named(flags, expected):

@@ -1,0 +1,96 @@
+"""The paper's five channels on NOVER data, and reward-function failures, on OpenRLHF's real pipeline (CPU)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _support import REPO, SHARED, log_tail, run_example
+
+from openrlhf_maestro.report import latest_run_scalars
+
+pytestmark = pytest.mark.e2e
+
+FIVE = ["format", "length", "entropy", "perplexity", "preference"]
+
+
+@pytest.fixture(scope="module")
+def nover(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """NOVER sample rows as OpenRLHF prompts, and a tiny actor and reward model whose tokenizer has seen them."""
+    sample = SHARED / "data/nover-sample"
+    if not sample.is_dir():
+        pytest.skip(f"{sample} is not available")
+    root = tmp_path_factory.mktemp("nover")
+
+    def run(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", *args], check=True, cwd=REPO, capture_output=True, text=True)
+
+    run("openrlhf_maestro.data.nover", str(sample), str(root / "data"))
+    corpus = ["--corpus", str(root / "data/train.jsonl")]
+    run("openrlhf_maestro.tiny_model", str(root / "actor"), *corpus)
+    run("openrlhf_maestro.tiny_model", str(root / "rm"), "--kind", "reward", *corpus)
+    return {"data": root / "data/train.jsonl", "actor": root / "actor", "rm": root / "rm"}
+
+
+def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp_path_factory):
+    run = run_example(
+        tmp_path_factory.mktemp("five-channels"),
+        nover["actor"],
+        "--data.max_len",
+        "1024",
+        "--reward.model_name_or_path",
+        str(nover["rm"]),
+        "--reward.num_nodes",
+        "1",
+        "--reward.num_gpus_per_node",
+        "1",
+        DATA=str(nover["data"]),
+        REWARD_FN="examples/rewards/nover_text_reward.py",
+        OBJECTIVES=",".join(FIVE),
+        STEPS_PROMPTS="8",
+    )
+    assert run["returncode"] == 0, log_tail(run)
+    scalars = latest_run_scalars(run["out"] / "tensorboard")
+    for name in FIVE:
+        for tag in (f"train/reward/{name}", f"train/maestro/weight/{name}"):
+            assert sorted(scalars[tag]) == [1, 2], tag
+            assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
+    # entropy is in nats, at most log(vocab); perplexity is a within-group rank in [0, 1] with mean 0.5
+    assert all(0 < v < math.log(2048) for v in scalars["train/reward/entropy"].values())
+    assert all(v == pytest.approx(0.5) for v in scalars["train/reward/perplexity"].values())
+    assert all(v > 1 for v in scalars["train/maestro/perplexity"].values())
+    assert all(v > 0 for v in scalars["train/maestro/seconds_perplexity"].values())  # its cost is reported
+    assert set(scalars["train/maestro/policy_forwards"].values()) == {4.0}  # entropy costs no extra forward
+
+
+def test_a_raising_reward_function_stops_the_step_by_default(tiny_model_dir, tmp_path_factory):
+    run = run_example(
+        tmp_path_factory.mktemp("raising"),
+        tiny_model_dir,
+        REWARD_FN=str(REPO / "tests/e2e/raising_reward.py"),
+        STEPS_PROMPTS="4",
+    )
+    log = run["log"].read_text(errors="replace")
+    assert run["returncode"] != 0
+    assert "the reward function raised or returned no 'rewards'" in log
+    assert "--maestro.drop_invalid_samples" in log  # the error names the way out
+    assert "Global step 1" not in log
+
+
+def test_dropping_invalid_samples_is_opt_in_and_counted(tiny_model_dir, tmp_path_factory):
+    run = run_example(
+        tmp_path_factory.mktemp("dropping"),
+        tiny_model_dir,
+        "--maestro.drop_invalid_samples",
+        REWARD_FN=str(REPO / "tests/e2e/raising_reward.py"),
+        STEPS_PROMPTS="8",
+    )
+    assert run["returncode"] == 0, log_tail(run)
+    scalars = latest_run_scalars(run["out"] / "tensorboard")
+    dropped = scalars["train/maestro/dropped_samples"]
+    assert sorted(dropped) == [1, 2]
+    assert sum(dropped.values()) > 0  # the demo data mixes arithmetic (raising) and writing prompts
+    assert all(math.isfinite(v) for v in scalars["train/reward/match"].values())
