@@ -67,9 +67,15 @@ def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp
 
 
 def test_a_raising_reward_function_stops_the_step_by_default(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("raising")
+    math_rows = [
+        line for line in (REPO / "examples/data/demo_prompts.jsonl").read_text().splitlines() if '"math"' in line
+    ]
+    (out / "math.jsonl").write_text("\n".join(math_rows[:4]) + "\n")  # every prompt makes the reward file raise
     run = run_example(
-        tmp_path_factory.mktemp("raising"),
+        out,
         tiny_model_dir,
+        DATA=str(out / "math.jsonl"),
         REWARD_FN=str(REPO / "tests/e2e/raising_reward.py"),
         STEPS_PROMPTS="4",
     )
