@@ -155,13 +155,15 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
             sample.info["maestro/invalid_fraction"] = torch.tensor([float(bool(problems))])
             if sample.rewards is None:
                 sample.rewards = torch.zeros(1)
-                sample.info["reward"] = torch.zeros(1)
+            if sample.scores is None:
+                sample.scores = sample.rewards.clone()
             for name in self.function_objectives:
                 key = f"obj/{name}"
                 if key not in sample.info or not torch.isfinite(sample.info[key].float()).all():
                     sample.info[key] = torch.tensor([float("nan")])
             invalid += bool(problems)
         self._dropped = invalid
+        _align_info_keys(rollout_samples)
         return super().split_rollout_samples(rollout_samples)
 
     # -- after the forwards: channels, aggregation --------------------------------------------------------
@@ -298,6 +300,19 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
                 f"{[len(e.index) for e in experiences]}: the policy forwards and the micro-batches are out of step"
             )
         return records
+
+
+def _align_info_keys(samples: list) -> None:
+    """Give every sample every ``info`` key: ``Experience.concat_experiences`` merges dicts key by key, so a key
+    missing from one sample (a reward function that failed on it) would shift the rows of that key. A missing
+    value becomes the mean over the samples that have it (objectives are replaced after aggregation anyway)."""
+    keys = {k for s in samples for k in s.info}
+    for key in keys:
+        present = [s.info[key].float() for s in samples if key in s.info]
+        fill = torch.cat([p.reshape(-1) for p in present]).nanmean().reshape(1)
+        for sample in samples:
+            if key not in sample.info:
+                sample.info[key] = fill.clone()
 
 
 def _fill_with_group_means(values: torch.Tensor, invalid: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:

@@ -81,3 +81,14 @@ def test_sample_problems_name_the_objective():
     ]
     raised = Experience(rewards=None, info={})
     assert "raised or returned no 'rewards'" in sample_problems(raised, ["format"])[0]
+
+
+def test_info_keys_are_aligned_before_openrlhf_concatenates_them():
+    from openrlhf_maestro.integration.experience import _align_info_keys
+
+    ok = Experience(rewards=torch.tensor([1.0]), info={"score": torch.tensor([2.0]), "obj/x": torch.tensor([1.0])})
+    ok2 = Experience(rewards=torch.tensor([1.0]), info={"score": torch.tensor([4.0]), "obj/x": torch.tensor([0.0])})
+    failed = Experience(rewards=torch.zeros(1), info={"obj/x": torch.tensor([float("nan")])})
+    _align_info_keys([ok, failed, ok2])
+    merged = Experience.concat_experiences([ok, failed, ok2], pad_token_id=0)
+    assert merged.info["score"].tolist() == [2.0, 3.0, 4.0]  # row 1 filled, rows 0 and 2 stay in place
