@@ -36,5 +36,11 @@ setup(
             "openrlhf-maestro-train=openrlhf_maestro.cli.train_ppo_ray:main",
             "openrlhf-maestro-tiny-model=openrlhf_maestro.tiny_model:main",
         ],
+        # OpenRLHF's --reward.aggregator NAME, once patches/openrlhf-0.11.2-reward-aggregator.patch is applied.
+        "openrlhf.reward_aggregators": [
+            "maestro=openrlhf_maestro.upstream_hook:MaestroRewardAggregator",
+            "sum=openrlhf_maestro.upstream_hook:SumRewardAggregator",
+            "gdpo=openrlhf_maestro.upstream_hook:GDPORewardAggregator",
+        ],
     },
 )

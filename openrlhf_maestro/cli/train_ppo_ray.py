@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from openrlhf_maestro.integration.flags import add_maestro_arguments, validate
+from openrlhf_maestro.integration.flags import add_maestro_arguments, upstream_hook_installed, validate
 
 OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
 
@@ -161,13 +161,14 @@ def check_flags(argv: list[str]) -> int:
         ns = parsed["args"]
         keys = [
             "reward.aggregator",
+            "reward.aggregator_args",
             "reward.objectives",
             "reward.weights",
             "algo.advantage.estimator",
             "rollout.n_samples_per_prompt",
             "actor.model_name_or_path",
         ]
-        print("flags OK: " + ", ".join(f"--{k} {getattr(ns, k)}" for k in keys))
+        print("flags OK: " + ", ".join(f"--{k} {getattr(ns, k)}" for k in keys if hasattr(ns, k)))
         return 0
     raise RuntimeError("OpenRLHF's CLI finished without parsing its flags")
 
@@ -199,9 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if _flag_given(rest, "--reward.aggregator"):
-        from openrlhf_maestro.integration.install import install
+        if upstream_hook_installed():
+            print(
+                "[openrlhf-maestro] this OpenRLHF carries the reward-aggregator hook (patches/): --reward.aggregator "
+                "is OpenRLHF's own flag, configured by --reward.aggregator_args; the launcher adds nothing",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            from openrlhf_maestro.integration.install import install
 
-        install()
+            install()
 
     parsed: dict[str, argparse.Namespace] = {}
     engines: list = []

@@ -74,9 +74,9 @@ def objective_matrix(experiences: list, objectives: list[str]) -> torch.Tensor:
         if not all(key in e.info for e in experiences):
             reported = sorted({k for e in experiences for k in e.info if k.startswith("obj/")})
             raise MissingObjectiveError(
-                f"the reward function reported no '{key}' for objective '{name}' declared in --reward.objectives; "
-                f"it reported {reported or 'no obj/* keys'}. Put extra_logs['{key}'] = <float> in its return value, "
-                f"or drop '{name}' from --reward.objectives."
+                f"the reward function reported no '{key}' for objective '{name}' of the aggregator's objectives; it "
+                f"reported {reported or 'no obj/* keys'}. Put extra_logs['{key}'] = <float> in its return value, "
+                f"or drop '{name}' from the objectives."
             )
         columns.append(torch.cat([e.info[key].reshape(-1).float() for e in experiences]))
     return torch.stack(columns, dim=1)
@@ -204,7 +204,7 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
             out.rewards, invalid, group_ids
         )  # dropped rows get the group mean: zero advantage
         for experience, piece in zip(experiences, scalar.split([len(e.index) for e in experiences]), strict=True):
-            experience.rewards = piece.to(experience.rewards.dtype)
+            experience.rewards = piece.float()  # R is real-valued even when the reward function returned ints
             experience.info["reward"] = experience.rewards.clone()
         self.metrics.update(out.metrics)
         self.last_batch = ([p for e in experiences for p in e.prompts], out.weights)

@@ -33,8 +33,25 @@ def _field_type(f: dataclasses.Field):
     return type(default)
 
 
+def upstream_hook_installed() -> bool:
+    """Whether the installed OpenRLHF carries patches/openrlhf-0.11.2-reward-aggregator.patch (a file check: no
+    import, so it is safe before the CPU runtime is in place)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("openrlhf")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return any((Path(loc) / "trainer" / "reward_aggregator.py").is_file() for loc in locations)
+
+
 def add_maestro_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--reward.aggregator``, ``--reward.objectives``, ``--reward.weights`` and ``--maestro.*``."""
+    """Add ``--reward.aggregator``, ``--reward.objectives``, ``--reward.weights`` and ``--maestro.*``.
+
+    A patched OpenRLHF defines ``--reward.aggregator`` itself (configured by ``--reward.aggregator_args``); then
+    its own hook runs the aggregators through entry points, and the launcher adds nothing.
+    """
+    if "--reward.aggregator" in parser._option_string_actions:
+        return
     group = parser.add_argument_group("openrlhf-maestro (multi-objective reward aggregation)")
     group.add_argument(
         "--reward.aggregator",
@@ -137,6 +154,8 @@ def validate(args: argparse.Namespace) -> list[str]:
 
     Called on the flat namespace right after parsing, before any model or Ray actor starts.
     """
+    if not hasattr(args, "maestro.tau"):  # a patched OpenRLHF parsed its own --reward.aggregator: its hook validates
+        return []
     aggregator = _get(args, "reward.aggregator")
     objectives = parse_list(_get(args, "reward.objectives"))
     weights_text = _get(args, "reward.weights")

@@ -48,6 +48,16 @@ def build_aggregator_from_args(args, hidden_size: int | None) -> RewardAggregato
     return build_aggregator(args.reward.aggregator, objectives, weights=weights)
 
 
+def check_resumable(saved: dict, current: dict) -> None:
+    """Refuse to load an aggregator state saved for another aggregator, other objectives or another model width."""
+    for key in ("aggregator", "objectives", "hidden_size"):
+        if saved.get(key) != current.get(key):
+            raise ValueError(
+                f"cannot resume: the checkpoint's reward aggregator has {key}={saved.get(key)!r}, this run's has "
+                f"{current.get(key)!r}; resume with the same aggregator flags and model, or start a new --ckpt.path"
+            )
+
+
 def start_preference_model(strategy):
     """OpenRLHF's own ``RewardModelActor`` group for the ``preference`` channel.
 
@@ -128,13 +138,7 @@ class _MaestroPPOTrainer(PPOTrainer.__ray_actor_class__):
             if states.get("global_step", 0) > 0:
                 logger.warning("the checkpoint holds no reward-aggregator state: the aggregator starts afresh")
             return states
-        for key in ("aggregator", "objectives", "hidden_size"):
-            if saved.get(key) != self.aggregator_record.get(key):
-                raise ValueError(
-                    f"cannot resume: the checkpoint's {key} is {saved.get(key)!r} but this run's is "
-                    f"{self.aggregator_record.get(key)!r}; resume with the same --reward.* flags and model, or start "
-                    "a new --ckpt.path"
-                )
+        check_resumable(saved, self.aggregator_record)
         self.aggregator.load_state_dict(saved["state"])
         # What the resumed run starts from, as an auditable file beside the checkpoints.
         restored = Path(self.args.ckpt.path) / f"{STANDALONE_NAME}_restored.pt"

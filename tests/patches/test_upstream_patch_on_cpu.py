@@ -1,0 +1,412 @@
+"""The upstream patches in patches/ applied to OpenRLHF 0.11.2's own source (the PyPI wheel), tested on CPU.
+
+- the patches apply cleanly with ``git apply``, in either order, and stay small;
+- OpenRLHF's own test suite (the wheel's ``tests/``) passes on the patched tree exactly as on the unpatched one,
+  plus the tests the patch adds;
+- the entry points setup.py registers resolve through the patched loader and drive the plugin's aggregators on
+  real OpenRLHF ``Experience`` objects; bad ``--reward.aggregator_args`` fail naming the fix;
+- e2e: two GRPO steps through the patched *plain* CLI ``python -m openrlhf.cli.train_ppo_ray --reward.aggregator
+  maestro`` on a Ray cluster with logical GPUs, with the CPU runtime's process-wide patches.
+
+The wheel is downloaded once per session with pip (or taken from ``$OPENRLHF_WHEEL``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from _support import REPO, clean_env
+
+from openrlhf_maestro.report import latest_run_scalars
+from openrlhf_maestro.runtime import SITE_DIR
+from openrlhf_maestro.runtime.cpu_patches import CPU_ENV
+from openrlhf_maestro.upstream_hook import AggregatorArgsError, parse_aggregator_args
+
+OPENRLHF_VERSION = "0.11.2"
+WHEEL_ENV = "OPENRLHF_WHEEL"
+PATCHES = REPO / "patches"
+AGGREGATOR_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-reward-aggregator.patch"
+AGGREGATOR_TESTS_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-reward-aggregator-tests.patch"
+CPU_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-cpu-portability.patch"
+NEW_TESTS = "tests/test_reward_aggregator.py"
+OBJECTIVES = ["format", "length", "match"]
+
+
+# ---- the source tree --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def openrlhf_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel's purelib root (it holds ``openrlhf/`` and ``tests/``), unpacked once per session."""
+    root = tmp_path_factory.mktemp("openrlhf-wheel")
+    wheel = os.environ.get(WHEEL_ENV)
+    if not wheel:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
+            + [f"openrlhf=={OPENRLHF_VERSION}", "-d", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"could not download openrlhf=={OPENRLHF_VERSION} (set {WHEEL_ENV}): {proc.stderr[-600:]}")
+        wheel = next(root.glob(f"openrlhf-{OPENRLHF_VERSION}-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(root / "unpacked")
+    purelib = next(p.parent.parent for p in (root / "unpacked").rglob("openrlhf/__init__.py"))
+    assert (purelib / "tests").is_dir(), f"no tests/ next to openrlhf/ in {wheel}"
+    return purelib
+
+
+def git_apply(tree: Path, *patches: Path, check: bool = False) -> subprocess.CompletedProcess:
+    # GIT_CEILING_DIRECTORIES: never let git find an enclosing repository (it would silently skip every file).
+    env = clean_env(GIT_CEILING_DIRECTORIES=str(tree.parent))
+    cmd = ["git", "apply", "--whitespace=error-all", *(["--check"] if check else []), *map(str, patches)]
+    return subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+
+
+def copy_tree(source: Path, dest: Path) -> Path:
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def patched_tree(openrlhf_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenRLHF 0.11.2 with the aggregator patch, its tests and the CPU-portability patch applied, in that order."""
+    tree = copy_tree(openrlhf_source, tmp_path_factory.mktemp("patched") / "src")
+    for patch in (AGGREGATOR_PATCH, AGGREGATOR_TESTS_PATCH, CPU_PATCH):
+        proc = git_apply(tree, patch)
+        assert proc.returncode == 0, f"{patch.name} does not apply: {proc.stderr}"
+    return tree
+
+
+def numstat(patch: Path, cwd: Path) -> dict[str, tuple[int, int]]:
+    """path -> (added, deleted) lines; ``cwd`` outside any git work tree (git ignores paths outside the cwd)."""
+    out = subprocess.run(
+        ["git", "apply", "--numstat", str(patch)],
+        cwd=cwd,
+        env=clean_env(GIT_CEILING_DIRECTORIES=str(cwd.parent)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    return {path: (int(added), int(deleted)) for added, deleted, path in rows}
+
+
+def test_patches_apply_in_either_order_and_stay_small(openrlhf_source: Path, patched_tree: Path, tmp_path: Path):
+    aggregator = numstat(AGGREGATOR_PATCH, openrlhf_source)
+    assert sum(a + d for a, d in aggregator.values()) < 200, aggregator
+    assert "openrlhf/trainer/reward_aggregator.py" in aggregator
+    assert set(numstat(AGGREGATOR_TESTS_PATCH, openrlhf_source)) == {NEW_TESTS}
+    cpu = numstat(CPU_PATCH, openrlhf_source)
+    assert set(cpu).isdisjoint(aggregator), "the two patches must touch different files (independent hunks)"
+    assert sum(a + d for a, d in cpu.values()) < 50, cpu
+
+    # CPU patch first, then the aggregator patch: the same tree.
+    other = copy_tree(openrlhf_source, tmp_path / "cpu-first")
+    for patch in (CPU_PATCH, AGGREGATOR_PATCH, AGGREGATOR_TESTS_PATCH):
+        proc = git_apply(other, patch)
+        assert proc.returncode == 0, f"{patch.name} does not apply after the others: {proc.stderr}"
+    for path in [*aggregator, *cpu, NEW_TESTS]:
+        assert (other / path).read_bytes() == (patched_tree / path).read_bytes(), path
+    # Applying twice is refused (no silent double patch).
+    assert git_apply(patched_tree, AGGREGATOR_PATCH, check=True).returncode != 0
+
+
+# ---- OpenRLHF's own test suite ----------------------------------------------------------------------------------
+def start_suite(tree: Path, xml: Path) -> subprocess.Popen:
+    """OpenRLHF's ``tests/`` against ``tree`` (first on PYTHONPATH), in a subprocess writing JUnit XML."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
+        cwd=tree,
+        env=clean_env(PYTHONPATH=str(tree)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def outcomes(xml: Path) -> dict[str, str]:
+    """test id -> passed | failed | error | skipped."""
+    result = {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        result[f"{case.get('classname')}::{case.get('name')}"] = (kinds[0] if kinds else "passed").replace(
+            "failure", "failed"
+        )
+    return result
+
+
+def test_openrlhf_suite_passes_on_the_patched_tree_as_unpatched(
+    openrlhf_source: Path, patched_tree: Path, tmp_path: Path
+):
+    unpatched = copy_tree(openrlhf_source, tmp_path / "unpatched")
+    trees = {"unpatched": unpatched, "patched": patched_tree}
+    runs = {name: (start_suite(tree, tmp_path / f"{name}.xml"), time.time()) for name, tree in trees.items()}
+    logs, seconds = {}, {}
+    for name, (proc, t0) in runs.items():
+        logs[name] = proc.communicate(timeout=600)[0]
+        seconds[name] = time.time() - t0
+    before, after = outcomes(tmp_path / "unpatched.xml"), outcomes(tmp_path / "patched.xml")
+    for name, result in (("unpatched", before), ("patched", after)):
+        passed = list(result.values()).count("passed")
+        print(f"OpenRLHF {OPENRLHF_VERSION} suite, {name}: {passed} passed in {seconds[name]:.0f}s")
+    assert before and set(before.values()) == {"passed"}, logs["unpatched"][-3000:]
+    new = {t: o for t, o in after.items() if t.startswith(NEW_TESTS[:-3].replace("/", "."))}
+    old = {t: o for t, o in after.items() if t not in new}
+    assert old == before, logs["patched"][-3000:]  # the same tests, all passed, nothing lost or added
+    assert len(new) >= 5 and set(new.values()) == {"passed"}, logs["patched"][-3000:]
+
+
+# ---- the plugin's hooks behind the patched loader ------------------------------------------------------------------
+HOOK_SCRIPT = r"""
+import json, sys
+from types import SimpleNamespace as NS
+import torch
+from openrlhf.trainer.ppo_utils.experience import Experience
+from openrlhf.trainer.reward_aggregator import load_reward_aggregator, resolve_reward_aggregator
+
+model, objectives = sys.argv[1], ["format", "length", "match"]
+out = {"resolved": {n: resolve_reward_aggregator(n).__name__ for n in ("maestro", "sum", "gdpo")}}
+import importlib.util  # without flash-attn, building a hook imports models/ring_attn_utils.py: the CPU patch
+out["flash_attn_installed"] = importlib.util.find_spec("flash_attn") is not None
+try:
+    resolve_reward_aggregator("nope")
+except ValueError as err:
+    out["unknown"] = str(err)
+
+def args(name, aggregator_args, estimator="group_norm"):
+    return NS(reward=NS(aggregator=name, aggregator_args=json.dumps(aggregator_args)),
+              rollout=NS(n_samples_per_prompt=4), algo=NS(advantage=NS(estimator=estimator)),
+              actor=NS(model_name_or_path=model), ckpt=NS(disable_ds=False))
+
+out["errors"] = []
+for name, bad, estimator in [("maestro", {}, "group_norm"), ("maestro", {"objectives": objectives}, "gae"),
+                             ("maestro", {"objectives": objectives, "maestro": {"tau": -1}}, "group_norm")]:
+    try:
+        load_reward_aggregator(args(name, bad, estimator))
+        out["errors"].append(None)
+    except ValueError as err:
+        out["errors"].append(str(err))
+
+spec = {"objectives": objectives, "weights": [2, 1, 1], "maestro": {"lr": 0.01}, "context": "prompt"}
+hook = load_reward_aggregator(args("maestro", spec))
+out["needs_hidden_states"], out["position"] = hook.needs_hidden_states, hook.hidden_states_position
+gen = torch.Generator().manual_seed(0)
+experiences = [Experience(index=list(range(4 * i, 4 * i + 4)), rewards=torch.zeros(4),
+                          info={f"obj/{n}": torch.rand(4, generator=gen) for n in objectives}) for i in range(2)]
+hidden = [torch.randn(4, hook.record["hidden_size"], generator=gen) for _ in experiences]
+logs = hook.before_advantages(experiences, hidden)
+out["rewards_replaced"] = all(torch.equal(e.rewards, e.info["reward"]) and e.rewards.dtype == torch.float32
+                              for e in experiences)
+logs.update(hook.after_advantages(experiences))
+out["logs"] = sorted(logs)
+out["updates"] = logs["maestro/updates"]
+fresh = load_reward_aggregator(args("maestro", spec))
+fresh.load_state_dict(hook.state_dict())
+state, restored = hook.state_dict()["state"], fresh.state_dict()["state"]
+out["restored"] = all(torch.equal(a, b) for a, b in zip(state["conductor"].values(), restored["conductor"].values()))
+try:
+    load_reward_aggregator(args("maestro", {**spec, "objectives": ["format", "length"], "weights": None}
+                                )).load_state_dict(hook.state_dict())
+except ValueError as err:
+    out["mismatch"] = str(err)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tiny_model_dir: Path):
+    proc = subprocess.run(
+        [sys.executable, "-c", HOOK_SCRIPT, str(tiny_model_dir)],
+        cwd=REPO,
+        env=clean_env(PYTHONPATH=str(patched_tree), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    out = json.loads(lines[-1].removeprefix("RESULT "))
+    print(f"flash_attn installed: {out['flash_attn_installed']} (if not, its import in the patched tree is optional)")
+    assert out["resolved"] == {
+        "maestro": "MaestroRewardAggregator",
+        "sum": "SumRewardAggregator",
+        "gdpo": "GDPORewardAggregator",
+    }
+    assert "'gdpo', 'maestro', 'sum'" in out["unknown"] and "module:Class" in out["unknown"]
+    missing, not_grouped, bad_tau = out["errors"]
+    assert '"objectives"' in missing and "extra_logs" in missing
+    assert "group-relative" in not_grouped and "gae" in not_grouped
+    assert "tau" in bad_tau
+    assert out["needs_hidden_states"] is True and out["position"] == "prompt"
+    assert out["rewards_replaced"]
+    expected = {f"maestro/weight/{n}" for n in OBJECTIVES} | {f"reward/{n}" for n in OBJECTIVES}
+    assert expected | {"maestro/updates", "maestro/entropy", "maestro/seconds_aggregate"} <= set(out["logs"])
+    assert out["updates"] == 1.0 and out["restored"]
+    assert "cannot resume" in out["mismatch"] and "objectives" in out["mismatch"]
+
+
+@pytest.mark.parametrize(
+    "aggregator, options, message",
+    [
+        ("maestro", {}, '"objectives": a non-empty list'),
+        ("sum", {"objectives": "format,length"}, '"objectives": a non-empty list'),
+        ("sum", {"objectives": ["a", "a"]}, "distinct non-empty strings"),
+        ("gdpo", {"objectives": ["a", "b"], "weights": [1]}, "list of 2 finite numbers"),
+        ("gdpo", {"objectives": ["a", "b"], "weights": [1, True]}, "list of 2 finite numbers"),
+        ("sum", {"objectives": ["a", "b"], "maestro": {"lr": 1.0}}, "only apply to the maestro aggregator"),
+        ("maestro", {"objectives": ["a", "b"], "context": "middle"}, "'response', 'prompt'"),
+        ("maestro", {"objectives": ["a", "b"], "maestro": {"prior": [1, 1]}}, 'the prior is "weights"'),
+        ("maestro", {"objectives": ["a", "b"], "objective": ["c"]}, "unknown keys ['objective']"),
+    ],
+)
+def test_aggregator_args_errors_name_the_fix(aggregator: str, options: dict, message: str):
+    with pytest.raises(AggregatorArgsError, match="--reward.aggregator_args") as err:
+        parse_aggregator_args(aggregator, options)
+    assert message in str(err.value)
+
+
+# ---- end to end: the patched plain CLI --------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the ``ray start --block`` this test started (it stops its cluster), then its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of our own group only: ray start leads it
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.e2e
+def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
+    patched_tree: Path, tiny_model_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "run"
+    out.mkdir()
+    port = free_port()
+    env = clean_env(
+        **CPU_ENV,
+        MAESTRO_RUNTIME="cpu",  # the CPU runtime's sitecustomize patches every Ray worker and vLLM process
+        PYTHONPATH=os.pathsep.join([str(SITE_DIR), str(patched_tree)]),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.pop("RAY_ADDRESS", None)
+    bin_dir = Path(sys.executable).parent
+    ray_log = (out / "ray_start.log").open("w")
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    ray_head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-gpus=2", "--num-cpus=3"]
+        + ["--include-dashboard=false", f"--temp-dir={ray_tmp}"],
+        env=env,
+        stdout=ray_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so that the cleanup reaches only this cluster
+    )
+    aggregator_args = {"objectives": OBJECTIVES, "maestro": {"lr": 0.01}, "context": "response"}
+    # fmt: off
+    flags = [
+        "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
+        "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1",
+        "--actor.model_name_or_path", str(tiny_model_dir), "--ds.zero_stage", "2", "--ds.param_dtype", "bf16",
+        "--ds.attn_implementation", "sdpa", "--vllm.sync_backend", "gloo", "--vllm.enforce_eager",
+        "--data.prompt_dataset", str(REPO / "examples/data/demo_prompts.jsonl"), "--data.input_key", "input",
+        "--data.label_key", "label", "--data.apply_chat_template", "--data.max_samples", "8", "--data.max_len", "256",
+        "--rollout.batch_size", "4", "--rollout.n_samples_per_prompt", "4", "--rollout.max_new_tokens", "32",
+        "--rollout.micro_batch_size", "4", "--train.batch_size", "16", "--train.micro_batch_size", "4",
+        "--train.max_epochs", "1", "--train.num_episodes", "1", "--train.seed", "42", "--actor.adam.lr", "1e-3",
+        "--algo.advantage.estimator", "group_norm", "--algo.kl.init_coef", "0",
+        "--reward.remote_url", str(REPO / "examples/rewards/demo_reward.py"),
+        "--reward.aggregator", "maestro", "--reward.aggregator_args", json.dumps(aggregator_args),
+        "--logger.tensorboard_dir", str(out / "tensorboard"), "--ckpt.output_dir", str(out / "model"),
+        "--ckpt.path", str(out / "ckpt"), "--ckpt.save_steps", "2",
+    ]
+    # fmt: on
+    log = out / "run.log"
+    try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in (out / "ray_start.log").read_text():
+            assert ray_head.poll() is None and time.time() < deadline, (out / "ray_start.log").read_text()[-3000:]
+            time.sleep(1)
+        t0 = time.time()
+        with log.open("w") as fh:
+            proc = subprocess.run(
+                [sys.executable, "-m", "openrlhf.cli.train_ppo_ray", *flags],
+                cwd=tmp_path,
+                env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=480,
+            )
+        print(f"patched plain CLI, 2 GRPO steps with maestro: {time.time() - t0:.0f}s")
+    finally:
+        stop_process_group(ray_head)
+        ray_log.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, log.read_text(errors="replace")[-6000:]
+
+    scalars = latest_run_scalars(out / "tensorboard")
+    for name in OBJECTIVES:
+        assert sorted(scalars.get(f"train/maestro/weight/{name}", {})) == [1, 2], sorted(scalars)
+        assert sorted(scalars.get(f"train/reward/{name}", {})) == [1, 2]
+    assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
+    for step in (1, 2):
+        assert sum(scalars[f"train/maestro/weight/{n}"][step] for n in OBJECTIVES) == pytest.approx(1.0, abs=1e-5)
+    # The hook's state rode in the DeepSpeed checkpoint's client_states.
+    states = torch.load(out / "ckpt/_actor/global_step2/mp_rank_00_model_states.pt", weights_only=False)
+    saved = states["reward_aggregator"]
+    assert saved["aggregator"] == "maestro" and saved["objectives"] == OBJECTIVES and saved["hidden_size"] == 128
+    assert saved["state"]["meta"] is not None
+
+
+def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tree: Path):
+    """On a patched OpenRLHF, --reward.aggregator is OpenRLHF's own flag: the launcher must not add it again."""
+    aggregator_args = json.dumps({"objectives": ["format", "length"]})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openrlhf_maestro.cli.train_ppo_ray",
+            "--runtime.check_flags",
+            "--actor.model_name_or_path",
+            "m",
+            "--reward.remote_url",
+            "r.py",
+            "--reward.aggregator",
+            "maestro",
+            "--reward.aggregator_args",
+            aggregator_args,
+            "--rollout.n_samples_per_prompt",
+            "4",
+            "--algo.advantage.estimator",
+            "group_norm",
+        ],
+        cwd=REPO,
+        env=clean_env(PYTHONPATH=str(patched_tree)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "flags OK: --reward.aggregator maestro, --reward.aggregator_args" in proc.stdout
