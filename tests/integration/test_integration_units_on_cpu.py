@@ -174,3 +174,33 @@ def test_objectives_are_read_in_experience_order_and_a_missing_one_is_named():
     with pytest.raises(MissingObjectiveError, match=r"no 'obj/preference' for objective 'preference'.*obj/format"):
         objective_matrix(experiences, ["format", "preference"])
     assert group_ids_of(experiences, 2).tolist() == [0, 0, 1]
+
+
+def test_standalone_aggregator_file_round_trips(tmp_path):
+    from openrlhf_maestro.integration.trainer import (
+        aggregator_record,
+        build_aggregator_from_args,
+        load_standalone,
+        save_standalone,
+    )
+
+    args = SimpleNamespace(
+        reward=SimpleNamespace(aggregator="maestro", objectives="format,length", weights="3,1"),
+        maestro=SimpleNamespace(
+            **{
+                k.removeprefix("maestro."): v
+                for k, v in vars(parse("--maestro.lr", "0.05")).items()
+                if k.startswith("maestro.")
+            }
+        ),
+    )
+    aggregator = build_aggregator_from_args(args, hidden_size=8)
+    torch.manual_seed(0)
+    out = aggregator.aggregate(torch.rand(8, 2), torch.arange(8) // 4, torch.randn(8, 8))
+    aggregator.feedback(group_relative_advantages(out.rewards, torch.arange(8) // 4, "group_norm"))
+    path = save_standalone(str(tmp_path), aggregator_record(args, aggregator, 8), aggregator)
+    assert torch.load(path, weights_only=True)["objectives"] == ["format", "length"]
+    restored = load_standalone(path)
+    assert restored.config.lr == 0.05 and list(restored.config.prior) == [3.0, 1.0]
+    h = torch.randn(3, 8)
+    assert torch.equal(restored.conductor.expected_weights(h), aggregator.conductor.expected_weights(h))
