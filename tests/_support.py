@@ -44,3 +44,20 @@ def run_example(out: Path, model: Path, *extra_args: str, timeout: int = 1500, *
 
 def log_tail(run: dict, chars: int = 6000) -> str:
     return run["log"].read_text(errors="replace")[-chars:]
+
+
+def state_equal(a, b) -> bool:
+    """Exact equality of two nested state dicts: tensors with ``torch.equal``, everything else with ``==``."""
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return (
+            isinstance(b, (list, tuple))
+            and len(a) == len(b)
+            and all(state_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
+    return a == b

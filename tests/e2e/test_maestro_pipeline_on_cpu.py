@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _support import log_tail, run_example
+from _support import log_tail, run_example, state_equal
 
 from openrlhf_maestro.report import latest_run_scalars
 
@@ -80,7 +80,7 @@ def test_resume_restores_the_conductor_exactly_and_continues(maestro_run, resume
     assert restored["global_step"] == 2
     model_states = next((ckpt / "_actor" / "global_step2").glob("*model_states.pt"))
     saved = torch.load(model_states, weights_only=False, map_location="cpu")["maestro"]
-    assert _equal(restored["state"], saved["state"])
+    assert state_equal(restored["state"], saved["state"])
     scalars = latest_run_scalars(resumed_run["out"] / "tensorboard")
     assert steps_of(scalars, "train/maestro/updates") == [3, 4]
     assert scalars["train/maestro/updates"] == {3: 3.0, 4: 4.0}  # the counter continues from the checkpoint
@@ -127,15 +127,3 @@ def _flatten(tree, prefix=""):
             yield from _flatten(v, f"{prefix}.{i}")
     else:
         yield prefix, tree
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return (
-            isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-        )
-    return a == b
