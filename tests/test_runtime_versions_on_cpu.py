@@ -79,3 +79,10 @@ def test_every_patch_fails_loudly_on_a_module_without_its_target(patch):
         empty.cuda = types.SimpleNamespace()
     with pytest.raises(PatchTargetMissing, match="does not exist"):
         patch.apply(empty)
+
+
+def test_the_integration_checks_openrlhf_alone():
+    found = check_versions(fake_lookup({"deepspeed": "9.9.9"}), env={}, packages=("openrlhf",))
+    assert found == {"openrlhf": "0.11.2"}
+    with pytest.raises(UnsupportedVersionError, match=r"(?s)written against openrlhf==0\.11\.2\..*Fix: pip it"):
+        check_versions(fake_lookup({"openrlhf": "0.12.0"}), env={}, packages=("openrlhf",), fix="pip it")

@@ -135,7 +135,6 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
     # -- before the forwards: validate what the reward function returned, one sample at a time --------------
 
     def split_rollout_samples(self, rollout_samples: list) -> list:
-        invalid = 0
         for i, sample in enumerate(rollout_samples):
             clash = [o for o in self.model_channels if f"obj/{o}" in sample.info]
             if clash:
@@ -161,8 +160,6 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
                 key = f"obj/{name}"
                 if key not in sample.info or not torch.isfinite(sample.info[key].float()).all():
                     sample.info[key] = torch.tensor([float("nan")])
-            invalid += bool(problems)
-        self._dropped = invalid
         _align_info_keys(rollout_samples)
         return super().split_rollout_samples(rollout_samples)
 
@@ -171,7 +168,7 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
     def make_experience(self, samples_list: list) -> list:
         preference_refs = self._dispatch_preference(samples_list)  # runs beside the policy/reference forwards
         experiences = super().make_experience(samples_list)
-        self.metrics = {"maestro/dropped_samples": float(self._dropped)} if self.drop_invalid else {}
+        self.metrics = {}
         records = self._collect_records(experiences)
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
         if "entropy" in self.model_channels:
@@ -183,12 +180,13 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
             self.metrics["maestro/perplexity"] = float(nll.exp().mean())
             self.metrics["maestro/seconds_perplexity"] = time.time() - t1
         if preference_refs is not None:
-            duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
-            scores = torch.cat([r.reshape(-1).float() for r in self._flatten_results(preference_refs, duplicate)])
+            scores = torch.cat([r.reshape(-1).float() for r in self._flatten_results(preference_refs, self._copies)])
             self._set_objective(experiences, "preference", scores)
 
         rewards = objective_matrix(experiences, self.objectives)
         invalid = torch.cat([e.info["maestro/invalid_fraction"].reshape(-1) for e in experiences]).bool()
+        if self.drop_invalid:
+            self.metrics["maestro/dropped_samples"] = float(invalid.sum())
         bad = ~torch.isfinite(rewards)
         if (bad & ~invalid.unsqueeze(1)).any():  # a model channel went non-finite
             row, col = (bad & ~invalid.unsqueeze(1)).nonzero()[0].tolist()
@@ -222,6 +220,11 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
         return experiences
 
     # -- helpers ----------------------------------------------------------------------------------------------
+
+    @property
+    def _copies(self) -> int:
+        """Actors per data chunk (ring attention x tensor parallel): their results are duplicates."""
+        return self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
 
     def _set_objective(self, experiences: list, name: str, values: torch.Tensor) -> None:
         for experience, piece in zip(experiences, values.split([len(e.index) for e in experiences]), strict=True):
@@ -276,9 +279,8 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
             batches["sequences"].append(seqs)
             batches["attention_mask"].append(attn)
             batches["action_mask"].append(act)
-        duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
         refs = self.actor_model_group.async_run_method_batch(method_name="maestro_reference_nll", **batches)
-        return torch.cat(self._flatten_results(refs, duplicate))
+        return torch.cat(self._flatten_results(refs, self._copies))
 
     def _collect_records(self, experiences: list) -> list[dict[str, torch.Tensor]]:
         """Per-micro-batch records from the policy actors' ``pop_maestro_records``, in experience order.
@@ -287,8 +289,7 @@ class MaestroExperienceMaker(RemoteExperienceMaker):
         copies, launcher.py 346-371) and each actor runs its chunk in order, so concatenating the first copy of
         every chunk restores the micro-batch order, as ``_flatten_results`` does (experience_maker.py 108-110).
         """
-        duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
-        results = ray.get(self.actor_model_group.async_run_method(method_name="pop_maestro_records"))[::duplicate]
+        results = ray.get(self.actor_model_group.async_run_method(method_name="pop_maestro_records"))[:: self._copies]
         records = [r for per_actor, _ in results for r in per_actor]
         self.metrics["maestro/policy_forwards"] = float(sum(forwards for _, forwards in results))
         sizes = [next(iter(r.values())).shape[0] if r else None for r in records]

@@ -13,7 +13,8 @@ predictions (actor.py 296), so action index i predicts the token at sequence pos
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -82,17 +83,13 @@ class HiddenStateCapture:
         if self._active:
             self.from_logits = self._on_logits(output.detach())
 
-    def capturing(self):
-        capture = self
-
-        class _Scope:
-            def __enter__(self):
-                capture._active, capture._hidden, capture.from_logits = True, None, None
-
-            def __exit__(self, *exc):
-                capture._active = False
-
-        return _Scope()
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[None]:
+        self._active, self._hidden, self.from_logits = True, None, None
+        try:
+            yield
+        finally:
+            self._active = False
 
     def take(self) -> torch.Tensor:
         if self._hidden is None:

@@ -7,27 +7,18 @@ names resolve to the subclasses; OpenRLHF's own classes stay untouched for anyon
 
 from __future__ import annotations
 
-from importlib import metadata
+from openrlhf_maestro.runtime.versions import check_versions
 
-SUPPORTED_OPENRLHF = "0.11.2"
 _installed = False
 
 
 def check_openrlhf_version() -> str:
-    version = metadata.version("openrlhf")
-    if version != SUPPORTED_OPENRLHF:
-        import os
-
-        from openrlhf_maestro.runtime.versions import SKIP_ENV
-
-        if os.environ.get(SKIP_ENV) != "1":
-            raise RuntimeError(
-                f"openrlhf-maestro's integration subclasses OpenRLHF {SUPPORTED_OPENRLHF} internals "
-                f"(RemoteExperienceMaker.make_experience, PPOTrainer.train_step, PolicyModelActor.forward); "
-                f"openrlhf=={version} is installed. Install openrlhf=={SUPPORTED_OPENRLHF}, or set {SKIP_ENV}=1 "
-                "to try anyway."
-            )
-    return version
+    """The integration subclasses OpenRLHF 0.11.2 internals; refuse another release (same switch as the runtime)."""
+    return check_versions(
+        packages=("openrlhf",),
+        what="integration subclasses (RemoteExperienceMaker, PPOTrainer, PolicyModelActor) override",
+        fix="install openrlhf==0.11.2",
+    )["openrlhf"]
 
 
 def install() -> None:

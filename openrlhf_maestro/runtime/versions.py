@@ -47,13 +47,18 @@ def _installed(dist_names: tuple[str, ...], lookup: Callable[[str], str]) -> tup
 
 
 def check_versions(
-    lookup: Callable[[str], str] = metadata.version, env: Mapping[str, str] | None = None
+    lookup: Callable[[str], str] = metadata.version,
+    env: Mapping[str, str] | None = None,
+    packages: tuple[str, ...] = tuple(SUPPORTED),
+    what: str = "CPU runtime patches rebind",
+    fix: str = "install the pinned CPU stack with `make setup` (requirements/cpu-lock.txt)",
 ) -> dict[str, str]:
-    """Raise ``UnsupportedVersionError`` unless every patched package is at its supported version.
+    """Raise ``UnsupportedVersionError`` unless each of ``packages`` is at its supported version.
 
     Args:
         lookup: distribution name -> version string (``importlib.metadata.version`` by default).
         env: environment to read ``MAESTRO_SKIP_VERSION_CHECK`` from (``os.environ`` by default).
+        packages: which entries of ``SUPPORTED`` to check; ``what`` and ``fix`` word the error.
 
     Returns:
         package -> installed version, for the run's startup summary.
@@ -61,7 +66,8 @@ def check_versions(
     env = os.environ if env is None else env
     found: dict[str, str] = {}
     problems: list[str] = []
-    for name, (dists, wanted) in SUPPORTED.items():
+    for name in packages:
+        dists, wanted = SUPPORTED[name]
         hit = _installed(dists, lookup)
         if hit is None:
             problems.append(f"{name} is not installed (need {wanted})")
@@ -70,14 +76,13 @@ def check_versions(
         found[name] = version
         # A local suffix such as torch's "+cpu" does not change the API the patches target.
         if version.split("+")[0] != wanted:
-            problems.append(f"{dist}=={version} is installed, the CPU runtime supports {name}=={wanted}")
+            problems.append(f"{dist}=={version} is installed; supported: {name}=={wanted}")
     if problems and env.get(SKIP_ENV) != "1":
+        wanted = ", ".join(f"{n}=={SUPPORTED[n][1]}" for n in packages)
         raise UnsupportedVersionError(
-            "The openrlhf-maestro CPU runtime patches named functions of these packages and was written against "
-            f"{supported_versions_text()}.\n  - "
+            f"openrlhf-maestro's {what} named functions of these packages and were written against {wanted}.\n  - "
             + "\n  - ".join(problems)
-            + "\nFix: install the pinned CPU stack with `make setup` (requirements/cpu-lock.txt), or set "
-            f"{SKIP_ENV}=1 to try anyway (each patch still fails loudly if its target is gone)."
+            + f"\nFix: {fix}, or set {SKIP_ENV}=1 to try anyway (each patch still fails loudly if its target is gone)."
         )
     return found
 
