@@ -11,7 +11,7 @@ OUT ?= outputs
 # pip on these machines warns about every absent local mirror folder; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help setup demo test test-fast test-slow lint clean
+.PHONY: help setup demo test test-fast test-slow lint bench-learning bench-overhead clean
 
 help:
 	@echo "make setup   create $(VENV) with the pinned CPU stack (requirements/cpu-lock.txt); a no-op once done"
@@ -20,6 +20,8 @@ help:
 	@echo "make test-fast  the tests that need no Ray/vLLM run"
 	@echo "make test-slow  reliability runs too slow for make test (a run killed with SIGKILL, then resumed)"
 	@echo "make lint    ruff"
+	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~15 min)"
+	@echo "make bench-overhead  MAESTRO's step time against sum and plain GRPO in the real pipeline (~35 min)"
 
 setup: $(STAMP)
 
@@ -52,6 +54,12 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+bench-learning: setup
+	$(PY) bench/bench_learning.py
+
+bench-overhead: setup
+	$(PY) bench/bench_overhead.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

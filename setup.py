@@ -40,6 +40,7 @@ setup(
         "openrlhf.reward_aggregators": [
             "maestro=openrlhf_maestro.upstream_hook:MaestroRewardAggregator",
             "sum=openrlhf_maestro.upstream_hook:SumRewardAggregator",
+            "random=openrlhf_maestro.upstream_hook:RandomRewardAggregator",
             "gdpo=openrlhf_maestro.upstream_hook:GDPORewardAggregator",
         ],
     },

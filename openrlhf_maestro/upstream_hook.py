@@ -1,4 +1,4 @@
-"""The plugin's aggregators (``sum``, ``gdpo``, ``maestro``) behind OpenRLHF's proposed reward-aggregator hook.
+"""The plugin's aggregators (``sum``, ``gdpo``, ``maestro``, ``random``) behind OpenRLHF's proposed aggregator hook.
 
 ``patches/openrlhf-0.11.2-reward-aggregator.patch`` adds the hook (``openrlhf/trainer/reward_aggregator.py``) and
 the flags ``--reward.aggregator`` / ``--reward.aggregator_args`` to OpenRLHF; ``setup.py`` registers the classes
@@ -11,7 +11,7 @@ below in the entry-point group ``openrlhf.reward_aggregators``, so OpenRLHF's ow
 
     objectives  names, required; the reward function reports each as ``extra_logs["obj/<name>"]`` (a float)
     weights     one number per objective: static weights (sum, gdpo; default 1 each) or the prior w_prior
-                (maestro; default uniform)
+                (maestro, random; default uniform)
     maestro     ``MaestroConfig`` options, e.g. {"lr": 0.01, "tau": 0.5, "update_every": 2} (maestro only)
     context     "response" (default) or "prompt": where the Conductor reads h (maestro only)
 
@@ -217,6 +217,12 @@ class GDPORewardAggregator(MethodAggregatorHook):
     """R = Σ_k w_k z_k, z = per-objective z-score inside the group (``--reward.aggregator gdpo``)."""
 
     aggregator = "gdpo"
+
+
+class RandomRewardAggregator(MethodAggregatorHook):
+    """Ablation: MAESTRO's weights map with a uniform random emphasis per response (``--reward.aggregator random``)."""
+
+    aggregator = "random"
 
 
 class MaestroRewardAggregator(MethodAggregatorHook):

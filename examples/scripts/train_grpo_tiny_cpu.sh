@@ -13,9 +13,9 @@ STEPS_PROMPTS=${STEPS_PROMPTS:-8}   # prompts used; with ROLLOUT_BATCH=4 that is
 ROLLOUT_BATCH=${ROLLOUT_BATCH:-4}
 N_SAMPLES=${N_SAMPLES:-4}
 PYTHON=${PYTHON:-python3}
-AGGREGATOR=${AGGREGATOR:-maestro}        # maestro | sum | gdpo | none (plain OpenRLHF GRPO)
+AGGREGATOR=${AGGREGATOR:-maestro}        # maestro | sum | gdpo | random | none (plain OpenRLHF GRPO)
 OBJECTIVES=${OBJECTIVES:-format,length,match}
-WEIGHTS=${WEIGHTS:-}                     # sum/gdpo: static weights; maestro: the prior (default uniform)
+WEIGHTS=${WEIGHTS:-}                     # sum/gdpo: static weights; maestro/random: the prior (default uniform)
 
 RUNTIME_ARGS=(--runtime cpu --runtime.verify_weight_sync)
 PLACEMENT_ARGS=(

@@ -192,9 +192,9 @@ def validate(args: argparse.Namespace) -> list[str]:
                     f"--reward.weights has {len(weights)} values for {len(objectives)} objectives "
                     f"{objectives}; give one weight per objective"
                 )
-            elif aggregator == "maestro" and (any(w < 0 for w in weights) or sum(weights) <= 0):
+            elif aggregator in ("maestro", "random") and (any(w < 0 for w in weights) or sum(weights) <= 0):
                 problems.append(
-                    f"--reward.weights is maestro's prior: non-negative with a positive sum, got {weights}"
+                    f"--reward.weights is {aggregator}'s prior: non-negative with a positive sum, got {weights}"
                 )
     if not _get(args, "reward.remote_url"):
         problems.append(
@@ -237,7 +237,7 @@ def validate(args: argparse.Namespace) -> list[str]:
             "--train.agent_func_path is not supported with --reward.aggregator: objectives are read "
             "from a reward function file's extra_logs (--reward.remote_url FILE.py)"
         )
-    if aggregator == "maestro" and not problems:
+    if aggregator in ("maestro", "random") and not problems:
         try:
             maestro_config_from(args, [float(w) for w in parse_list(weights_text)] or None)
         except (ValueError, TypeError) as err:

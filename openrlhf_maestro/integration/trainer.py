@@ -1,7 +1,8 @@
 """``PPOTrainer`` (the CPU controller actor, ppo_trainer.py 449) with a reward aggregator.
 
 Extends OpenRLHF's trainer with ``super()`` calls only:
-- ``__init__``: builds the aggregator from the flags and swaps in ``MaestroExperienceMaker``;
+- ``__init__``: builds the aggregator from the flags and swaps in ``MaestroExperienceMaker`` and
+  ``MaestroSamplesGenerator`` (objective values checked before OpenRLHF tensorizes them);
 - ``train_step``: adds the aggregator's metrics to the step's ``status`` (wandb ``train/<key>``, TensorBoard);
 - ``save_logs_and_checkpoints``: puts the aggregator's state into the checkpoint's ``client_states``;
 - ``init_checkpoint_states``: restores it on ``--ckpt.load_enable`` (and writes what it restored to
@@ -22,12 +23,20 @@ from openrlhf.trainer.ppo_trainer import PPOTrainer
 
 from openrlhf_maestro.integration.experience import MaestroExperienceMaker
 from openrlhf_maestro.integration.flags import maestro_config_from, parse_list
-from openrlhf_maestro.method import MaestroAggregator, RewardAggregator, build_aggregator
+from openrlhf_maestro.integration.samples import MaestroSamplesGenerator
+from openrlhf_maestro.method import (
+    MaestroAggregator,
+    MaestroConfig,
+    RandomEmphasisAggregator,
+    RewardAggregator,
+    build_aggregator,
+)
 
 logger = logging.getLogger(__name__)
 
 CLIENT_STATE_KEY = "maestro"
 STANDALONE_NAME = "reward_aggregator"
+RANDOM_OPTIONS = ("beta", "normalization", "norm_eps", "seed")  # the --maestro.* options `random` reads
 
 
 def hidden_size_of(pretrain: str) -> int:
@@ -45,6 +54,9 @@ def build_aggregator_from_args(args, hidden_size: int | None) -> RewardAggregato
     weights = [float(w) for w in parse_list(args.reward.weights)] or None
     if args.reward.aggregator == "maestro":
         return MaestroAggregator(objectives, maestro_config_from(args, weights), hidden_size=hidden_size)
+    if args.reward.aggregator == "random":  # the ablation shares maestro's weights map and normalization options
+        config = maestro_config_from(args, weights)
+        return RandomEmphasisAggregator(objectives, weights, **{k: getattr(config, k) for k in RANDOM_OPTIONS})
     return build_aggregator(args.reward.aggregator, objectives, weights=weights)
 
 
@@ -92,6 +104,8 @@ def aggregator_record(args, aggregator: RewardAggregator, hidden_size: int | Non
     if isinstance(aggregator, MaestroAggregator):
         record["context"] = args.maestro.context
         record["config"] = aggregator.config.to_dict()
+    elif isinstance(aggregator, RandomEmphasisAggregator):
+        record["config"] = {k: getattr(args.maestro, k) for k in RANDOM_OPTIONS}
     return record
 
 
@@ -112,6 +126,17 @@ class _MaestroPPOTrainer(PPOTrainer.__ray_actor_class__):
             self.tokenizer,
             aggregator=self.aggregator,
             preference_group=preference_group,
+        )
+        # Same dataloaders, tokenizer and engines; objective values are checked before OpenRLHF tensorizes them.
+        previous = self.samples_generator
+        self.samples_generator = MaestroSamplesGenerator(
+            strategy=strategy,
+            prompts_dataloader=previous.prompts_dataloader,
+            eval_dataloader=previous.eval_dataloader,
+            tokenizer=previous.tokenizer,
+            vllm_engines=previous.vllm_engines,
+            objectives=self.experience_maker.function_objectives,
+            drop_invalid=self.experience_maker.drop_invalid,
         )
 
     def train_step(self, rollout_samples, global_step: int):
@@ -201,7 +226,9 @@ def load_standalone(path: str | os.PathLike) -> RewardAggregator:
             objectives=",".join(record["objectives"]),
             weights=",".join(record["weights"]) if record["weights"] else None,
         ),
-        maestro=SimpleNamespace(**record.get("config", {}), context=record.get("context", "response")),
+        maestro=SimpleNamespace(
+            **{**MaestroConfig().to_dict(), **record.get("config", {})}, context=record.get("context", "response")
+        ),
     )
     aggregator = build_aggregator_from_args(args, record["hidden_size"])
     aggregator.load_state_dict(saved["state"])

@@ -3,6 +3,7 @@
     sum:     R_ij = Σ_k w_k · r_ijk                              (static weights, like TRL's reward_weights)
     gdpo:    R_ij = Σ_k w_k · r̃_ijk,  r̃ = per-objective z-score inside the group (NVIDIA's GDPO)
     maestro: R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ π_φ(·|h_ij)  (MAESTRO; π_φ learns from feedback(Â))
+    random:  R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ Uniform{1..K}  (ablation: MAESTRO without a Conductor)
 
 N responses, K objectives, H hidden width; group_ids give each response's prompt group. The caller then
 applies the usual group normalization (see `group_norm`) and, for maestro, passes Â back to feedback().
@@ -22,12 +23,13 @@ from .conductor import Conductor, Features
 from .config import MaestroConfig
 from .meta_update import MetaUpdater
 from .normalize import ObjectiveNormalizer, group_index, group_norm, group_zscore
-from .weights import validate_prior
+from .weights import DEFAULT_BETA, action_weights, validate_prior
 
 __all__ = [
     "AggregateOutput",
     "GDPOAggregator",
     "MaestroAggregator",
+    "RandomEmphasisAggregator",
     "RewardAggregator",
     "SumAggregator",
     "available_aggregators",
@@ -368,3 +370,70 @@ class MaestroAggregator(RewardAggregator):
             self.updater.load_state_dict(state["meta"])
         pending = state["pending"]
         self._pending = None if pending is None else (Features(pending[0], pending[1]), pending[2], None)
+
+
+@register_aggregator("random")
+class RandomEmphasisAggregator(RewardAggregator):
+    """Ablation: MAESTRO's scalarization with a uniform random emphasis in place of the Conductor.
+
+        r̃ = normalize(r);  a_ij ~ Uniform{0..K−1};  R_ij = Σ_k w_k(a_ij) · r̃_ijk,  w(a) = (1 − β)·w_prior + β·e_a
+
+    Same weights map and normalization as `maestro` with its defaults, so `maestro` − `random` isolates what
+    the learned π_φ(a | h) adds. Ignores hidden states and advantages.
+
+    Args:
+        objectives: K names.
+        weights: w_prior, K non-negative numbers with a positive sum (default uniform).
+        beta: β in [0, 1].
+        normalization: `group`, `batch` or `none` (see ObjectiveNormalizer).
+        norm_eps: ε of the normalization.
+        seed: seeds the action generator; the global torch RNG is left untouched.
+    """
+
+    def __init__(
+        self,
+        objectives: Sequence[str],
+        weights: Sequence[float] | None = None,
+        *,
+        beta: float = DEFAULT_BETA,
+        normalization: str = "group",
+        norm_eps: float = 1e-6,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(objectives)
+        if not 0.0 <= float(beta) <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        self.prior = validate_prior(weights, len(self.objectives))
+        self.beta = float(beta)
+        self.normalizer = ObjectiveNormalizer(normalization, len(self.objectives), norm_eps)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+        """rewards (N, K), group_ids (N,) -> R (N,); one uniform action per response."""
+        rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
+        k = len(self.objectives)
+        actions = torch.randint(k, (rewards.shape[0],), generator=self.generator)
+        weights = action_weights(actions, self.prior, self.beta)
+        scalar = (weights * self.normalizer(rewards, group_ids)).sum(-1)
+        metrics = self.reward_metrics(rewards)
+        mean_w = weights.mean(0)
+        for i, name in enumerate(self.objectives):
+            metrics[f"maestro/weight/{name}"] = float(mean_w[i])
+        return AggregateOutput(scalar, metrics, weights)
+
+    def state_dict(self) -> dict:
+        """The action generator and the normalizer: a resumed run draws the same actions. weights_only-safe."""
+        return {
+            "aggregator": self.name,
+            "objectives": list(self.objectives),
+            "rng": self.generator.get_state(),
+            "normalizer": self.normalizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("aggregator") != self.name:
+            raise ValueError(f"state was saved by the {state.get('aggregator')!r} aggregator, not {self.name!r}")
+        if list(state["objectives"]) != self.objectives:
+            raise ValueError(f"state is for objectives {state['objectives']}, this aggregator has {self.objectives}")
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.generator.set_state(state["rng"])

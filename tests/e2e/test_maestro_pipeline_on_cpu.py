@@ -103,6 +103,22 @@ def test_sum_trains_on_the_weighted_sum_of_the_objectives(tiny_model_dir, tmp_pa
         assert scalars["train/reward"][step] == pytest.approx(weighted, abs=1e-5)
 
 
+def test_random_emphasis_ablation_runs_with_its_prior_and_saves_its_state(tiny_model_dir, tmp_path_factory):
+    run = run_example(
+        tmp_path_factory.mktemp("random-run"), tiny_model_dir, AGGREGATOR="random", WEIGHTS="2,1,1", STEPS_PROMPTS="8"
+    )
+    assert run["returncode"] == 0, log_tail(run)
+    scalars = latest_run_scalars(run["out"] / "tensorboard")
+    # w(a) = 0.5 * (0.5, 0.25, 0.25) + 0.5 * e_a: format's weight is 0.25 or 0.75, the others 0.125 or 0.625.
+    for step in (1, 2):
+        weights = [scalars[f"train/maestro/weight/{n}"][step] for n in OBJECTIVES]
+        assert sum(weights) == pytest.approx(1.0, abs=1e-5)
+        assert 0.25 <= weights[0] <= 0.75 and all(0.125 <= w <= 0.625 for w in weights[1:]), weights
+    saved = torch.load(run["out"] / "model/reward_aggregator.pt", weights_only=True)
+    assert saved["aggregator"] == "random" and saved["state"]["objectives"] == OBJECTIVES
+    assert saved["state"]["rng"].dtype == torch.uint8  # the action generator's state, for an exact resume
+
+
 def test_reward_function_missing_a_declared_objective_fails_at_the_first_batch(tiny_model_dir, tmp_path_factory):
     run = run_example(
         tmp_path_factory.mktemp("missing-objective"),

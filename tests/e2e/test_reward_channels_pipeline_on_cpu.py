@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -66,24 +67,36 @@ def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp
     assert set(scalars["train/maestro/policy_forwards"].values()) == {4.0}  # entropy costs no extra forward
 
 
-def test_a_raising_reward_function_stops_the_step_by_default(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("raising")
-    math_rows = [
-        line for line in (REPO / "examples/data/demo_prompts.jsonl").read_text().splitlines() if '"math"' in line
-    ]
-    (out / "math.jsonl").write_text("\n".join(math_rows[:4]) + "\n")  # every prompt makes the reward file raise
-    run = run_example(
+DEMO_ROWS = (REPO / "examples/data/demo_prompts.jsonl").read_text().splitlines()
+MATH_ROWS = [row for row in DEMO_ROWS if '"math"' in row]
+WRITING_ROWS = [row for row in DEMO_ROWS if '"math"' not in row]
+
+
+def run_on_rows(out: Path, model: Path, rows: list[str], reward_file: str, *extra_args: str) -> dict:
+    """The example run on exactly `rows` (one pass over them) with the reward file tests/e2e/<reward_file>."""
+    (out / "data.jsonl").write_text("\n".join(rows) + "\n")
+    return run_example(
         out,
-        tiny_model_dir,
-        DATA=str(out / "math.jsonl"),
-        REWARD_FN=str(REPO / "tests/e2e/raising_reward.py"),
-        STEPS_PROMPTS="4",
+        model,
+        *extra_args,
+        DATA=str(out / "data.jsonl"),
+        REWARD_FN=str(REPO / "tests/e2e" / reward_file),
+        STEPS_PROMPTS=str(len(rows)),
     )
+
+
+def assert_stopped_before_step_1(run: dict, message: str) -> None:
     log = run["log"].read_text(errors="replace")
     assert run["returncode"] != 0
-    assert "the reward function raised or returned no 'rewards'" in log
+    assert message in log
     assert "--maestro.drop_invalid_samples" in log  # the error names the way out
     assert "Global step 1" not in log
+
+
+def test_a_raising_reward_function_stops_the_step_by_default(tiny_model_dir, tmp_path_factory):
+    # Every arithmetic prompt makes the reward file raise.
+    run = run_on_rows(tmp_path_factory.mktemp("raising"), tiny_model_dir, MATH_ROWS[:4], "raising_reward.py")
+    assert_stopped_before_step_1(run, "the reward function raised or returned no 'rewards'")
 
 
 def test_dropping_invalid_samples_is_opt_in_and_counted(tiny_model_dir, tmp_path_factory):
@@ -100,3 +113,28 @@ def test_dropping_invalid_samples_is_opt_in_and_counted(tiny_model_dir, tmp_path
     assert sorted(dropped) == [1, 2]
     assert sum(dropped.values()) > 0  # the demo data mixes arithmetic (raising) and writing prompts
     assert all(math.isfinite(v) for v in scalars["train/reward/match"].values())
+
+
+def _parity(rows: list[str], parity: int) -> list[str]:
+    return [row for row in rows if int(json.loads(row)["label"]) % 2 == parity]
+
+
+def test_a_nan_objective_stops_the_step_naming_the_objective_and_value(tiny_model_dir, tmp_path_factory):
+    # Even labels: every response gets obj/match = NaN.
+    rows = _parity(MATH_ROWS, 0)[:4]
+    run = run_on_rows(tmp_path_factory.mktemp("nan"), tiny_model_dir, rows, "bad_values_reward.py")
+    assert_stopped_before_step_1(run, "objective 'match': value nan is not finite")
+
+
+def test_nan_and_wrong_type_objectives_are_dropped_and_counted_when_asked(tiny_model_dir, tmp_path_factory):
+    # Two steps of 4 prompts; in each, one even-label (NaN) and one odd-label (a string) arithmetic prompt.
+    even, odd = _parity(MATH_ROWS, 0), _parity(MATH_ROWS, 1)
+    rows = [even[0], odd[0], *WRITING_ROWS[:2], even[1], odd[1], *WRITING_ROWS[2:4]]
+    out = tmp_path_factory.mktemp("bad-values")
+    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--maestro.drop_invalid_samples")
+    assert run["returncode"] == 0, log_tail(run)
+    scalars = latest_run_scalars(run["out"] / "tensorboard")
+    # 4 of the 8 prompts report a bad value, 4 samples each: 16 responses over the two steps, whatever the order.
+    assert sum(scalars["train/maestro/dropped_samples"].values()) == 16
+    for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match"):
+        assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])

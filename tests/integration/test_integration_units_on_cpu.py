@@ -204,3 +204,32 @@ def test_standalone_aggregator_file_round_trips(tmp_path):
     assert restored.config.lr == 0.05 and list(restored.config.prior) == [3.0, 1.0]
     h = torch.randn(3, 8)
     assert torch.equal(restored.conductor.expected_weights(h), aggregator.conductor.expected_weights(h))
+
+
+def test_random_ablation_from_flags_shares_maestros_options_and_round_trips(tmp_path):
+    from openrlhf_maestro.integration.trainer import (
+        aggregator_record,
+        build_aggregator_from_args,
+        load_standalone,
+        save_standalone,
+    )
+
+    flags = vars(parse("--maestro.beta", "1.0", "--maestro.seed", "7", "--maestro.normalization", "none"))
+    args = SimpleNamespace(
+        reward=SimpleNamespace(aggregator="random", objectives="format,length", weights="3,1"),
+        maestro=SimpleNamespace(
+            **{k.removeprefix("maestro."): v for k, v in flags.items() if k.startswith("maestro.")}
+        ),
+    )
+    aggregator = build_aggregator_from_args(args, hidden_size=None)
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5], [3.0, 1.0]])
+    out = aggregator.aggregate(rewards, torch.tensor([0, 0, 1, 1]))
+    # beta = 1 and no normalization: each response is scored by exactly one raw objective.
+    assert all(sorted(row) == [0.0, 1.0] for row in out.weights.tolist()), out.weights
+    assert torch.equal(out.rewards, (out.weights * rewards).sum(-1))
+    path = save_standalone(str(tmp_path), aggregator_record(args, aggregator, None), aggregator)
+    restored = load_standalone(path)
+    assert torch.equal(
+        restored.aggregate(rewards, torch.tensor([0, 0, 1, 1])).rewards,
+        aggregator.aggregate(rewards, torch.tensor([0, 0, 1, 1])).rewards,
+    )

@@ -5,12 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-from openrlhf_maestro.method import GDPOAggregator, MaestroAggregator, MaestroConfig, SumAggregator, validate_prior
+from openrlhf_maestro.method import (
+    GDPOAggregator,
+    MaestroAggregator,
+    MaestroConfig,
+    RandomEmphasisAggregator,
+    SumAggregator,
+    validate_prior,
+)
+
+AGGREGATORS = {
+    "sum": SumAggregator,
+    "gdpo": GDPOAggregator,
+    "maestro": MaestroAggregator,
+    "random": RandomEmphasisAggregator,
+}
 
 
-@pytest.fixture(params=["sum", "gdpo", "maestro"])
+@pytest.fixture(params=list(AGGREGATORS))
 def agg(request, objectives):
-    return {"sum": SumAggregator, "gdpo": GDPOAggregator, "maestro": MaestroAggregator}[request.param](objectives)
+    return AGGREGATORS[request.param](objectives)
 
 
 def test_wrong_reward_shape(agg, make_batch) -> None:

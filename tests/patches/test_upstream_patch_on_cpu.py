@@ -179,7 +179,7 @@ from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.reward_aggregator import load_reward_aggregator, resolve_reward_aggregator
 
 model, objectives = sys.argv[1], ["format", "length", "match"]
-out = {"resolved": {n: resolve_reward_aggregator(n).__name__ for n in ("maestro", "sum", "gdpo")}}
+out = {"resolved": {n: resolve_reward_aggregator(n).__name__ for n in ("maestro", "sum", "gdpo", "random")}}
 import importlib.util  # without flash-attn, building a hook imports models/ring_attn_utils.py: the CPU patch
 out["flash_attn_installed"] = importlib.util.find_spec("flash_attn") is not None
 try:
@@ -244,8 +244,9 @@ def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tin
         "maestro": "MaestroRewardAggregator",
         "sum": "SumRewardAggregator",
         "gdpo": "GDPORewardAggregator",
+        "random": "RandomRewardAggregator",
     }
-    assert "'gdpo', 'maestro', 'sum'" in out["unknown"] and "module:Class" in out["unknown"]
+    assert "'gdpo', 'maestro', 'random', 'sum'" in out["unknown"] and "module:Class" in out["unknown"]
     missing, not_grouped, bad_tau = out["errors"]
     assert '"objectives"' in missing and "extra_logs" in missing
     assert "group-relative" in not_grouped and "gae" in not_grouped

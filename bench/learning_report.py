@@ -1,0 +1,199 @@
+"""Table and plots of the learning benchmark, from the per-run JSON files that ``bench_learning.py`` writes.
+
+report(workdir, methods, seeds) -> str     the markdown table; also writes summary.md, summary.json,
+                                           learning_curves.png and conductor_weights.png into workdir
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import learning_task as task
+
+GRID = [(a, b, 3 - a - b) for a in range(4) for b in range(4 - a)]  # the simplex in steps of 1/3
+LABELS = {
+    "maestro": "maestro",
+    "maestro-prompt": "maestro, prompt context",
+    "sum:1,1,1": "sum, equal weights",
+    "best": "sum, best grid weights",
+    "gdpo": "gdpo",
+    "random": "random emphasis",
+    "sum:1,0,0": "match only",
+    "sum:0,1,0": "variety only",
+    "sum:0,0,1": "length only",
+}
+COLUMNS = [
+    ("echo/metric", "echo exact match"),
+    ("story/metric", "story variety score"),
+    ("score", "mean of both"),
+    ("echo/words", "echo words"),
+    ("story/words", "story words"),
+]
+
+
+def canonical(weights: tuple[int, ...]) -> str:
+    """sum:a,b,c with the common factor removed (group_norm makes 3,0,0 and 1,0,0 the same run)."""
+    g = math.gcd(*weights)
+    return "sum:" + ",".join(str(w // g) for w in weights)
+
+
+def load_runs(workdir: Path) -> dict[tuple[str, int], dict]:
+    """(method, seed) -> the run's record, for every finished run under workdir/runs."""
+    runs = {}
+    for f in sorted((Path(workdir) / "runs").glob("*.json")):
+        rec = json.loads(f.read_text())
+        runs[(rec["spec"]["method"], rec["spec"]["seed"])] = rec
+    return runs
+
+
+def grid_val_scores(runs: dict[tuple[str, int], dict], seed: int) -> dict[str, float]:
+    """sum:a,b,c -> the run's score on the `val` topics at `seed`, for every finished grid point."""
+    return {canonical(w): runs[(canonical(w), seed)]["val"]["score"] for w in GRID if (canonical(w), seed) in runs}
+
+
+def best_grid(runs: dict[tuple[str, int], dict], seed: int) -> str | None:
+    """The grid point with the highest score on the `val` topics at `seed` (the choice never sees `test`)."""
+    scored = grid_val_scores(runs, seed)
+    return max(scored, key=scored.__getitem__) if scored else None
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _method_runs(runs: dict, method: str, seeds: list[int], best: str | None) -> list[dict]:
+    spec = best if method == "best" else method
+    return [runs[(spec, s)] for s in seeds if spec is not None and (spec, s) in runs]
+
+
+def report(workdir: Path, methods: list[str], seeds: list[int]) -> str:
+    """Markdown table (final test metrics, mean ± sample sd over seeds); writes the summary files and plots."""
+    workdir = Path(workdir)
+    runs = load_runs(workdir)
+    if not runs:
+        raise SystemExit(f"no finished runs under {workdir / 'runs'}; run bench/bench_learning.py first")
+    best = best_grid(runs, seeds[0])
+    rows, summary = [], {"best_grid": best, "seeds": seeds, "methods": {}}
+    start = next(iter(runs.values()))["history"][0]  # the same policy and draws in every run (a test checks it)
+    rows.append(("pre-trained policy (step 0)", "–", {k: [start[k]] for k, _ in COLUMNS}))
+    for method in methods:
+        chosen = _method_runs(runs, method, seeds, best)
+        if not chosen:
+            continue
+        label = LABELS[method] + (f" ({best[4:]})" if method == "best" else "")
+        finals = [r["history"][-1] for r in chosen]
+        values = {k: [h[k] for h in finals] for k, _ in COLUMNS}
+        rows.append((label, len(chosen), values))
+        summary["methods"][method] = {"label": label, "seeds": [r["spec"]["seed"] for r in chosen], **values}
+    steps = {r["history"][-1]["step"] for r in runs.values()}
+    header = "| method | seeds | " + " | ".join(name for _, name in COLUMNS) + " |"
+    lines = [
+        f"Held-out `test` topics after {'/'.join(map(str, sorted(steps)))} GRPO steps: mean ± sd over seeds.",
+        "",
+        header,
+        "|" + " --- |" * (len(COLUMNS) + 2),
+    ]
+    for label, n, values in rows:
+        lines.append(f"| {label} | {n} | " + " | ".join(_mean_sd(values[k]) for k, _ in COLUMNS) + " |")
+    if best is not None:
+        val = {
+            canonical(w): runs[(canonical(w), seeds[0])]["val"]["score"]
+            for w in GRID
+            if (canonical(w), seeds[0]) in runs
+        }
+        ranked = ", ".join(f"{k[4:]}: {v:.3f}" for k, v in sorted(val.items(), key=lambda kv: -kv[1]))
+        lines += ["", f"Grid (match, variety, length), `val` score at seed {seeds[0]}: {ranked}."]
+        summary["grid_val_scores"] = val
+    for method in ("maestro", "best", "sum:1,1,1"):
+        chosen = _method_runs(runs, method, seeds, best)
+        if method in methods and chosen:
+            shown = "; ".join(f"`{k}` → `{v.strip()}`" for k, v in chosen[0]["history"][-1]["examples"].items())
+            lines += ["", f"{LABELS[method]}, seed {chosen[0]['spec']['seed']}, final responses: {shown}"]
+    text = "\n".join(lines)
+    (workdir / "summary.md").write_text(text + "\n")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_learning_curves(runs, methods, seeds, best, workdir / "learning_curves.png")
+    plot_conductor_weights(runs, seeds, workdir / "conductor_weights.png")
+    return text + f"\n\nwrote {workdir / 'summary.md'}, learning_curves.png, conductor_weights.png"
+
+
+def plot_learning_curves(runs: dict, methods: list[str], seeds: list[int], best: str | None, path: Path) -> None:
+    """Per-family metric and word count against the step: mean over seeds, min–max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("echo/metric", "echo: exact match"),
+        ("story/metric", "story: variety score"),
+        ("echo/words", "echo: words per response"),
+        ("story/words", "story: words per response"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    for method in methods:
+        chosen = _method_runs(runs, method, seeds, best)
+        if not chosen:
+            continue
+        steps = [h["step"] for h in chosen[0]["history"]]
+        style = {"linewidth": 2.5} if method == "maestro" else {"linewidth": 1.2}
+        for ax, (key, title) in zip(axes.flat, panels, strict=True):
+            series = [[h[key] for h in r["history"]] for r in chosen]
+            mean = [statistics.fmean(col) for col in zip(*series, strict=True)]
+            line = ax.plot(steps, mean, label=LABELS[method], **style)[0]
+            if len(series) > 1:
+                lo = [min(col) for col in zip(*series, strict=True)]
+                hi = [max(col) for col in zip(*series, strict=True)]
+                ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.12)
+            ax.set_title(title)
+    for ax in axes[1]:
+        ax.set_xlabel("GRPO step")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"Held-out test topics, mean over seeds {seeds} (band: min–max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def plot_conductor_weights(runs: dict, seeds: list[int], path: Path, window: int = 5) -> None:
+    """The Conductor's mean weight per objective on each family's responses against the step.
+
+    One row per MAESTRO variant that ran; thick: mean over seeds, thin: each seed; moving average of `window`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [m for m in ("maestro", "maestro-prompt") if any((m, s) in runs for s in seeds)]
+    if not variants:
+        return
+    fig, axes = plt.subplots(len(variants), len(task.FAMILIES), figsize=(11, 3.6 * len(variants)), squeeze=False)
+    for row, method in zip(axes, variants, strict=True):
+        chosen = [runs[(method, s)] for s in seeds if (method, s) in runs]
+        for ax, family in zip(row, task.FAMILIES, strict=True):
+            steps = [e["step"] for e in chosen[0]["train"]]
+            for k, color in zip(task.OBJECTIVES, ("C0", "C1", "C2"), strict=True):
+                per_seed = [_smooth([e[f"{family}/weight/{k}"] for e in r["train"]], window) for r in chosen]
+                for series in per_seed:
+                    ax.plot(steps, series, color=color, linewidth=0.6, alpha=0.35)
+                mean = [statistics.fmean(col) for col in zip(*per_seed, strict=True)]
+                ax.plot(steps, mean, color=color, linewidth=2.2, label=k)
+            ax.axhline(1 / len(task.OBJECTIVES), color="grey", linestyle=":", linewidth=1, label="uniform")
+            ax.set_title(f"{LABELS[method]}: {family} prompts")
+            ax.set_xlabel("GRPO step")
+        row[0].set_ylabel(f"mean weight (moving average of {window})")
+    axes[0, 0].legend()
+    fig.suptitle(f"The Conductor's weight per objective on each family's responses (thick: mean of seeds {seeds})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
