@@ -120,6 +120,12 @@ def pretrain(workdir: Path, steps: int, n_lines: int) -> Path:
 
     out = workdir / "pretrained"
     if (out / "done.json").is_file():
+        done = json.loads((out / "done.json").read_text())
+        if (done["steps"], done["lines"]) != (steps, n_lines):
+            raise SystemExit(
+                f"{out} was pre-trained with --pretrain-steps {done['steps']} --pretrain-lines {done['lines']}, "
+                f"not {steps} and {n_lines}: use another --workdir, or delete {out} to pre-train again"
+            )
         print(f"pre-trained policy: reusing {out}", flush=True)
         return out
     lines = task.pretraining_corpus(n_lines)
@@ -301,6 +307,13 @@ def train_run(spec: RunSpec) -> dict:
 def run_all(specs: list[RunSpec], jobs: int) -> None:
     from tqdm import tqdm
 
+    for s in specs:  # a finished run counts only if it ran with these very settings
+        if Path(s.out).is_file() and (saved := json.loads(Path(s.out).read_text())["spec"]) != asdict(s):
+            diff = {k: (v, asdict(s)[k]) for k, v in saved.items() if v != asdict(s)[k]}
+            raise SystemExit(
+                f"{s.out} ran with other settings (saved, now): {diff}; use another --workdir, or delete the "
+                "runs/ folder to start over"
+            )
     todo = [s for s in specs if not Path(s.out).is_file()]
     if len(todo) < len(specs):
         print(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; running {len(todo)}", flush=True)

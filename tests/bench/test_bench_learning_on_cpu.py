@@ -96,6 +96,17 @@ def test_a_rerun_skips_finished_runs_and_a_deleted_run_is_reproduced_exactly(sma
     assert after["history"] == before["history"] and after["train"] == before["train"]
 
 
+def test_a_rerun_with_other_settings_refuses_to_mix_runs(small_bench) -> None:
+    workdir, _ = small_bench
+    before = sorted(p.stat().st_mtime for p in (workdir / "runs").iterdir())
+    proc = run_bench(workdir, "--seeds", "0", "--methods", "maestro", "--lr", "1e-3")
+    assert proc.returncode != 0
+    assert "maestro-seed0.json ran with other settings (saved, now): {'lr': (0.0005, 0.001)}" in proc.stderr
+    assert sorted(p.stat().st_mtime for p in (workdir / "runs").iterdir()) == before  # nothing overwritten
+    proc = run_bench(workdir, "--seeds", "0", "--methods", "maestro", "--pretrain-steps", "4")
+    assert proc.returncode != 0 and "pre-trained with --pretrain-steps 3 --pretrain-lines 200, not 4" in proc.stderr
+
+
 def test_best_grid_is_chosen_on_val_not_test() -> None:
     def rec(val: float, test: float) -> dict:
         return {"val": {"score": val}, "history": [{"score": test}]}
