@@ -20,7 +20,7 @@ help:
 	@echo "make test-fast  the tests that need no Ray/vLLM run"
 	@echo "make test-slow  reliability runs too slow for make test (a run killed with SIGKILL, then resumed)"
 	@echo "make lint    ruff"
-	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~15 min)"
+	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~10 min)"
 	@echo "make bench-overhead  MAESTRO's step time against sum and plain GRPO in the real pipeline (~35 min)"
 
 setup: $(STAMP)

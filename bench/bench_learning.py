@@ -1,6 +1,6 @@
 """Does MAESTRO learn a better trade-off than static weights when the right one depends on the prompt?
 
-    python bench/bench_learning.py                                   # the full comparison (~15 min on 2 cores)
+    python bench/bench_learning.py                                   # the full comparison (~10 min on 2 cores)
     python bench/bench_learning.py --seeds 0 --steps 20 --workdir outputs/bench-learning-small
     python bench/bench_learning.py --report-only                     # table and plots from finished runs
 
