@@ -3,7 +3,7 @@
     sum:     R_ij = Σ_k w_k · r_ijk                              (static weights, like TRL's reward_weights)
     gdpo:    R_ij = Σ_k w_k · r̃_ijk,  r̃ = per-objective z-score inside the group (NVIDIA's GDPO)
     maestro: R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ π_φ(·|h_ij)  (MAESTRO; π_φ learns from feedback(Â))
-    random:  R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ Uniform{1..K}  (ablation: MAESTRO without a Conductor)
+    random:  R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ Uniform{0..K−1}  (ablation: MAESTRO without a Conductor)
 
 N responses, K objectives, H hidden width; group_ids give each response's prompt group. The caller then
 applies the usual group normalization (see `group_norm`) and, for maestro, passes Â back to feedback().
