@@ -84,7 +84,19 @@ def summary(run_dir: str | Path, timings: dict[str, float] | None = None) -> str
     if check.is_file():
         engines = json.loads(check.read_text())["engines"]
         ok = all(e["equal"] for e in engines)
-        out.append(f"vLLM weights after the last sync {'equal' if ok else 'DIFFER from'} the saved actor ({check})")
+        verdict = "match" if ok else "DIFFER from"
+        line = f"vLLM after the last sync: weights and log-probabilities {verdict} the saved actor"
+        gen = [e["generation"] for e in engines if "generation" in e]
+        if gen:
+            worst = max(g["max_abs_diff"] for g in gen)
+            line += (
+                f" (max |Δ log p| {worst:.3g} nats over {gen[0]['tokens']} tokens, tolerance {gen[0]['tolerance']:.3g}"
+            )
+            initial = [g["initial_max_abs_diff"] for g in gen if g["initial_max_abs_diff"] is not None]
+            if initial:
+                line += f"; {min(initial):.3g} against the initial model"
+            line += ")"
+        out.append(f"{line}\n  report: {check}")
     out.append(f"outputs: model {run / 'model'}, TensorBoard {run / 'tensorboard'}")
     return "\n".join(out)
 

@@ -31,3 +31,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
     )
     return out
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The CPU's vector ISAs decide which vLLM kernels run, so every test run names them first."""
+    from openrlhf_maestro.runtime.cpu_info import cpu_isa
+
+    return f"cpu: {cpu_isa().summary()}"

@@ -140,3 +140,54 @@ def test_standin_serves_every_name_ring_attn_utils_imports():
     for names in STANDIN_MODULES.values():
         for name in names:
             assert callable(getattr(flash_attn_standin, name)), name
+
+
+ISA_PROBE = r"""
+import json, torch
+import vllm.model_executor.layers.utils as u
+print("REPORT" + json.dumps({
+    "gemm_patched": getattr(u.dispatch_cpu_unquantized_gemm, "__maestro_cpu_patch__", False),
+    "avx512": bool(torch.cpu._is_avx512_supported()),
+    "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+    "capability": torch.backends.cpu.get_cpu_capability(),
+}))
+"""
+
+
+def _isa_probe(**env: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", ISA_PROBE],
+        env=clean_env(PYTHONPATH=str(SITE_DIR), **env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("REPORT")).removeprefix("REPORT"))
+
+
+def test_vllm_gemm_dispatch_is_patched_in_a_fresh_process_and_only_under_the_runtime():
+    assert _isa_probe(MAESTRO_RUNTIME="cpu")["gemm_patched"] is True
+    assert _isa_probe()["gemm_patched"] is False
+
+
+def test_cpu_isa_level_makes_torch_and_vllm_see_a_smaller_cpu():
+    from openrlhf_maestro.runtime.cpu_info import cpu_isa
+
+    if not cpu_isa().has("AVX-512"):
+        pytest.skip(f"emulating AVX2 changes nothing on this CPU ({cpu_isa().summary()})")
+    native = _isa_probe(MAESTRO_RUNTIME="cpu")
+    assert native["avx512"] is True
+    avx2 = _isa_probe(MAESTRO_RUNTIME="cpu", MAESTRO_CPU_ISA="avx2")
+    assert avx2 == {**avx2, "avx512": False, "avx512_bf16": False, "capability": "AVX2"}, avx2
+    # the same variable without the runtime does nothing
+    assert _isa_probe(MAESTRO_CPU_ISA="avx2")["avx512"] is True
+
+
+def test_cpu_isa_level_names_the_bad_value():
+    from openrlhf_maestro.runtime.cpu_patches import isa_level
+
+    with pytest.raises(ValueError, match="MAESTRO_CPU_ISA='sse4'.*native, avx512, avx2"):
+        isa_level({"MAESTRO_CPU_ISA": "sse4"})
+    assert isa_level({}) == "native"

@@ -9,6 +9,7 @@ LOG="$OUT/demo.log"
 mkdir -p "$OUT"
 
 t0=$(date +%s)
+"$PYTHON" -m openrlhf_maestro.runtime.cpu_info
 "$PYTHON" -m openrlhf_maestro.tiny_model "$OUT/tiny-model" --seed 0 --corpus examples/data/demo_prompts.jsonl
 t1=$(date +%s)
 

@@ -50,11 +50,19 @@ def build_launcher_parser() -> argparse.ArgumentParser:
         help="cpu runtime: logical CPUs for the local Ray (default: max(logical GPUs, cores))",
     )
     parser.add_argument(
+        "--runtime.cpu_isa",
+        dest="cpu_isa",
+        choices=["native", "avx512", "avx2"],
+        default="native",
+        help="cpu runtime: make torch and vLLM choose their kernels as on a CPU with at most this vector ISA "
+        "(avx512: no BF16/AMX; avx2: no AVX-512), to test on one machine the paths that smaller CPUs take",
+    )
+    parser.add_argument(
         "--runtime.verify_weight_sync",
         dest="verify_weight_sync",
         action="store_true",
-        help="after training, compare every vLLM engine's weights with the saved actor and write "
-        "weight_sync_check.json into --ckpt.output_dir; exit 3 if they differ",
+        help="after training, compare every vLLM engine's weights, and its log-probabilities of a fixed text, "
+        "with the saved actor's and write weight_sync_check.json into --ckpt.output_dir; exit 3 if they differ",
     )
     parser.add_argument(
         "--runtime.check_flags",
@@ -194,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     elif opts.runtime == "cpu":
         from openrlhf_maestro.runtime.cpu_launch import setup
 
-        rest = setup(rest, opts.num_gpus, opts.num_cpus)
-    elif opts.verify_weight_sync:
-        print("--runtime.verify_weight_sync is only available with --runtime cpu", file=sys.stderr)
+        rest = setup(rest, opts.num_gpus, opts.num_cpus, opts.cpu_isa)
+    elif opts.verify_weight_sync or opts.cpu_isa != "native":
+        print("--runtime.verify_weight_sync and --runtime.cpu_isa need --runtime cpu", file=sys.stderr)
         return 2
 
     if _flag_given(rest, "--reward.aggregator"):
@@ -224,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     if opts.verify_weight_sync:
         from openrlhf_maestro.runtime.weight_sync_check import verify
 
-        output_dir = Path(getattr(parsed["args"], "ckpt.output_dir"))
+        args = parsed["args"]
+        output_dir = Path(getattr(args, "ckpt.output_dir"))
         report = output_dir / "weight_sync_check.json"
-        ok = verify(engines, output_dir, report)
+        if getattr(args, "vllm.enable_sleep", False):  # the engines may have been put to sleep after the last step
+            import ray
+
+            ray.get([engine.wake_up.remote() for engine in engines])
+        ok = verify(engines, output_dir, report, initial_dir=getattr(args, "actor.model_name_or_path"))
         print(
-            f"[openrlhf-maestro] vLLM weights {'equal' if ok else 'DIFFER FROM'} the saved actor: {report}",
+            f"[openrlhf-maestro] vLLM's weights and log-probabilities {'match' if ok else 'DIFFER FROM'} "
+            f"the saved actor's: {report}",
             file=sys.stderr,
             flush=True,
         )

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from openrlhf_maestro.runtime import SITE_DIR, cpu_patches
+from openrlhf_maestro.runtime.cpu_info import cpu_isa
 from openrlhf_maestro.runtime.versions import check_versions
 
 # Flags the CPU runtime needs; added when absent, refused when given with another value.
@@ -91,6 +92,15 @@ def logical_gpus_needed(argv: Sequence[str]) -> int:
     return total + engines * int(_flag_value(argv, "--vllm.tensor_parallel_size") or 1)
 
 
+def _check_isa(level: str) -> None:
+    """Emulation only goes down: a level whose instructions this CPU lacks cannot be run."""
+    if level not in cpu_patches.ISA_LEVELS:
+        raise CpuFlagError(f"--runtime.cpu_isa {level}: use one of {', '.join(cpu_patches.ISA_LEVELS)}")
+    need = {"avx512": "AVX-512", "avx2": "AVX2"}.get(level)
+    if need and not cpu_isa().has(need):
+        raise CpuFlagError(f"--runtime.cpu_isa {level}: this CPU has no {need} ({cpu_isa().summary()}); use native")
+
+
 def prepare_process_environment() -> dict[str, str]:
     """Export what every CPU-runtime process needs and install the patches here; returns the env for Ray."""
     site = str(SITE_DIR)
@@ -99,6 +109,9 @@ def prepare_process_environment() -> dict[str, str]:
         os.environ["PYTHONPATH"] = os.pathsep.join([site, *paths])
     cpu_patches.install()  # also sets MAESTRO_RUNTIME and the CPU_ENV defaults in os.environ
     env = {key: os.environ[key] for key in (*cpu_patches.CPU_ENV, cpu_patches.ENV_FLAG, "PYTHONPATH")}
+    for key in (cpu_patches.ISA_ENV, "ATEN_CPU_CAPABILITY"):  # --runtime.cpu_isa
+        if key in os.environ:
+            env[key] = os.environ[key]
     # What OpenRLHF's own ray.init would have passed (cli/train_ppo_ray.py 24-30).
     env.setdefault("NCCL_DEBUG", os.environ.get("NCCL_DEBUG", "WARN"))
     env.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"))
@@ -119,13 +132,19 @@ def start_ray(num_gpus: int, num_cpus: int, env: dict[str, str]) -> None:
     )
 
 
-def setup(argv: list[str], num_gpus: int | None, num_cpus: int | None) -> list[str]:
+def setup(argv: list[str], num_gpus: int | None, num_cpus: int | None, isa: str = "native") -> list[str]:
     """Everything before OpenRLHF's CLI runs; returns the argv to hand to it."""
     versions = check_versions()
+    _check_isa(isa)
+    if isa != "native":
+        os.environ[cpu_patches.ISA_ENV] = isa
     argv, notes = apply_cpu_flag_defaults(argv)
     env = prepare_process_environment()
     gpus = num_gpus or logical_gpus_needed(argv)
     cpus = num_cpus or max(gpus, os.cpu_count() or 1)
+    level = cpu_patches.isa_level()
+    emulated = "" if level == "native" else f"; running as a CPU with {level} at most (--runtime.cpu_isa)"
+    print(f"[openrlhf-maestro] CPU: {cpu_isa().summary()}{emulated}", file=sys.stderr, flush=True)
     print(
         "[openrlhf-maestro] CPU runtime: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())

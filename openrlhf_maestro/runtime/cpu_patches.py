@@ -64,6 +64,43 @@ def _patch_torch_cuda(torch: ModuleType) -> None:
     _rebind(cuda, "current_device", "torch.cuda.current_device", lambda _: lambda: "cpu")
 
 
+# --- the CPU's vector ISA, as vLLM and torch see it -------------------------------------------------------
+
+ISA_ENV = "MAESTRO_CPU_ISA"
+# Level -> the torch.cpu probes that answer False at that level. vLLM asks exactly these to choose its kernel
+# library (platforms/cpu.py 561-580), its attention ISA (cpu_attn.py 494-500) and its GEMM (layers/utils.py).
+ISA_LEVELS: dict[str, tuple[str, ...]] = {
+    "native": (),
+    "avx512": ("_is_avx512_bf16_supported", "_is_amx_tile_supported", "_is_amx_fp16_supported"),
+    "avx2": (
+        "_is_avx512_supported",
+        "_is_avx512_bf16_supported",
+        "_is_vnni_supported",
+        "_is_amx_tile_supported",
+        "_is_amx_fp16_supported",
+    ),
+}
+# torch's own kernel dispatch, read once when torch loads (so it travels in the environment).
+ATEN_CAPABILITY = {"avx512": "avx512", "avx2": "avx2"}
+
+
+def isa_level(env: dict[str, str] | None = None) -> str:
+    level = (os.environ if env is None else env).get(ISA_ENV, "native")
+    if level not in ISA_LEVELS:
+        raise ValueError(f"{ISA_ENV}={level!r}: use one of {', '.join(ISA_LEVELS)}")
+    return level
+
+
+def _patch_cpu_isa(torch: ModuleType) -> None:
+    """``MAESTRO_CPU_ISA=avx2|avx512`` (``--runtime.cpu_isa``): run as a CPU of that level would, so one machine
+    can test the kernel paths of the machines below it. Only downwards: a probe that is False stays False."""
+    cpu = require_attr(torch, "cpu", "torch.cpu")
+    for probe in ISA_LEVELS["avx2"]:  # every probe, so a renamed one fails on every machine, not just some
+        require_attr(cpu, probe, f"torch.cpu.{probe}")
+    for probe in ISA_LEVELS[isa_level()]:
+        _rebind(cpu, probe, f"torch.cpu.{probe}", lambda _: lambda: False)
+
+
 # --- OpenRLHF --------------------------------------------------------------------------------------------
 
 
@@ -166,6 +203,47 @@ def _patch_vllm_worker_receive(mod: ModuleType) -> None:
     _rebind(cls, "update_weight", "openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap.update_weight", make)
 
 
+# --- vLLM ------------------------------------------------------------------------------------------------
+
+VLLM_GEMM_TARGET = "vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm"
+
+
+def _plain_linear_dispatch(original: Callable) -> Callable:
+    """The dispatch the RL runtime uses instead of vLLM's: every dense 2-D weight stays a live ``Parameter``.
+
+    vLLM 0.29.0's CPU build (``layers/utils.py`` 434-545) picks a GEMM per layer when the model loads: zentorch
+    on AMD Zen (with the ``zentorch`` package), the sgl AMX kernels for small weights, a prepacked oneDNN handle
+    wherever ``ops._supports_onednn`` holds (AVX-512 builds), else ``torch.nn.functional.linear``. Every path
+    but the last computes from a copy packed at load time. Linear layers then replace their ``weight`` by an
+    empty ``Parameter`` (``remove_weight=True``), so OpenRLHF's weight sync crashes in ``load_weights``;
+    embeddings and ``lm_head`` keep theirs but keep computing from the stale packed copy, so a sync "succeeds"
+    and generation silently uses the old weights.
+
+    Chosen: keep vLLM off the prepacked paths, for every ISA. The alternative, re-running the dispatch after
+    each sync, would need the weights kept anyway (``remove_weight`` deletes them), a second full copy per
+    layer, and one more vLLM internal to follow (which layers were dispatched, in what order). The plain path
+    reads ``layer.weight`` on every call, so whatever ``load_weights`` writes is what the next token uses, and
+    torch's own ``linear`` still uses oneDNN/MKL underneath. Costs generation speed on AVX-512/AMX machines;
+    the GPU path never comes here. Non-2-D weights (MoE experts, causal-conv1d) and quantized layers keep
+    vLLM's dispatch: the CPU runtime serves dense test and demo models.
+    """
+    import torch
+
+    @functools.wraps(original)
+    def dispatch_cpu_unquantized_gemm(layer, remove_weight: bool) -> None:
+        if layer.weight.ndim != 2:
+            return original(layer, remove_weight)
+        layer.cpu_linear = torch.nn.functional.linear
+        return None
+
+    return dispatch_cpu_unquantized_gemm
+
+
+def _patch_vllm_cpu_gemm(mod: ModuleType) -> None:
+    """vLLM looks the dispatch up in this module at call time (linear.py 213, vocab_parallel_embedding.py 64)."""
+    _rebind(mod, "dispatch_cpu_unquantized_gemm", VLLM_GEMM_TARGET, _plain_linear_dispatch)
+
+
 # --- DeepSpeed -------------------------------------------------------------------------------------------
 
 
@@ -181,6 +259,12 @@ PATCHES: tuple[Patch, ...] = (
         "torch.cuda.{set_device,synchronize,empty_cache,current_stream,current_device}",
         "CPU torch raises on CUDA device calls",
         _patch_torch_cuda,
+    ),
+    Patch(
+        "torch",
+        "torch.cpu._is_{avx512,avx512_bf16,vnni,amx_tile,amx_fp16}_supported",
+        "--runtime.cpu_isa",
+        _patch_cpu_isa,
     ),
     Patch(
         "openrlhf.trainer.ppo_utils.replay_buffer",
@@ -204,6 +288,12 @@ PATCHES: tuple[Patch, ...] = (
         "weights received on cuda",
         _patch_vllm_worker_receive,
     ),
+    Patch(
+        "vllm.model_executor.layers.utils",
+        VLLM_GEMM_TARGET,
+        "prepacked CPU GEMMs (oneDNN, sgl AMX, zentorch) drop or ignore the weights a sync updates",
+        _patch_vllm_cpu_gemm,
+    ),
     Patch("deepspeed.comm.torch", "build_shm_op", "shm op JIT build", _patch_deepspeed_shm),
 )
 
@@ -223,6 +313,8 @@ def install() -> None:
     os.environ[ENV_FLAG] = "cpu"
     for key, value in CPU_ENV.items():
         os.environ.setdefault(key, value)
+    if isa_level() in ATEN_CAPABILITY:
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", ATEN_CAPABILITY[isa_level()])
     standin_finder.install()  # ring_attn_utils.py 3-4: flash_attn imported unconditionally
     for patch in PATCHES:
         when_imported(patch.module, patch.apply)

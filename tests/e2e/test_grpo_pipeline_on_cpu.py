@@ -27,10 +27,17 @@ N_SAMPLES = 4
 
 @pytest.fixture(scope="module")
 def grpo_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Plain OpenRLHF GRPO (no aggregator): the foundation every plugin feature builds on."""
+    """Plain OpenRLHF GRPO (no aggregator): the foundation every plugin feature builds on.
+
+    It runs as an AVX2-only machine would (``--runtime.cpu_isa avx2``: vLLM's ``_C_AVX2`` kernels, torch's
+    AVX2 dispatch), so a machine with AVX-512 also tests the path of the smaller CPUs; every other
+    end-to-end run uses this CPU's own kernels.
+    """
     return run_example(
         tmp_path_factory.mktemp("grpo-run"),
         tiny_model_dir,
+        "--runtime.cpu_isa",
+        "avx2",
         AGGREGATOR="none",
         STEPS_PROMPTS=str(STEPS * ROLLOUT_BATCH),
         ROLLOUT_BATCH=str(ROLLOUT_BATCH),
@@ -71,7 +78,28 @@ def test_every_step_trained_the_actor(grpo_run):
 
 def test_saved_actor_moved_and_vllm_holds_exactly_its_weights(grpo_run):
     report = json.loads((grpo_run["out"] / "model/weight_sync_check.json").read_text())
-    assert report["engines"] and all(e["equal"] and e["tensors"] > 0 for e in report["engines"]), report
+    assert report["engines"] and all(e["parameters_equal"] and e["tensors"] > 0 for e in report["engines"]), report
+
+
+def test_vllm_generates_with_the_synced_weights(grpo_run):
+    """vLLM's log-probabilities of a fixed text equal the saved actor's, whichever GEMM path this CPU has.
+
+    On AVX-512 machines vLLM's own oneDNN path would keep computing from the weights packed at load time;
+    the second assertion shows the check can tell: the initial model is further away than the tolerance.
+    """
+    report = json.loads((grpo_run["out"] / "model/weight_sync_check.json").read_text())
+    for engine in report["engines"]:
+        gen = engine["generation"]
+        assert gen["tokens"] >= 8 and gen["max_abs_diff"] <= gen["tolerance"], gen
+        assert gen["discriminates"] and gen["initial_max_abs_diff"] > 3 * gen["tolerance"], gen
+        assert engine["equal"], engine
+
+
+def test_vllm_ran_avx2_kernels(grpo_run):
+    for engine in json.loads((grpo_run["out"] / "model/weight_sync_check.json").read_text())["engines"]:
+        cpu = engine["engine_cpu"]
+        assert cpu["vllm_kernels"] == ["_C_AVX2.abi3.so"] and cpu["torch_capability"] == "AVX2", cpu
+        assert cpu["avx512"] is False, cpu
     before = load_file(grpo_run["model"] / "model.safetensors")
     after = load_file(grpo_run["out"] / "model/model.safetensors")
     assert before.keys() <= after.keys()  # OpenRLHF also writes the tied lm_head.weight

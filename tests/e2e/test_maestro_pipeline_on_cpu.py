@@ -15,6 +15,7 @@ import torch
 from _support import log_tail, run_example, state_equal
 
 from openrlhf_maestro.report import latest_run_scalars
+from openrlhf_maestro.runtime.cpu_info import cpu_isa
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +67,9 @@ def test_maestro_trains_the_actor_and_the_conductor(maestro_run, tiny_model_dir)
     # The actor trained and vLLM holds exactly its weights.
     report = json.loads((maestro_run["out"] / "model/weight_sync_check.json").read_text())
     assert all(e["equal"] for e in report["engines"]), report
+    # ... on this CPU's own kernels: the library vLLM loads for its ISA (the GRPO test covers AVX2).
+    native = cpu_isa().vllm_kernel_library().split()[0] + ".abi3.so"
+    assert all(e["engine_cpu"]["vllm_kernels"] == [native] for e in report["engines"]), report
     # The Conductor's head starts at zero (uniform policy) and moved.
     saved = torch.load(maestro_run["out"] / "model/reward_aggregator.pt", weights_only=True)
     assert saved["objectives"] == OBJECTIVES and saved["hidden_size"] == 128 and saved["aggregator"] == "maestro"
