@@ -10,7 +10,7 @@ patches no aggregator: plain OpenRLHF GRPO). The variants are interleaved (maest
 so that a slow spell of a shared machine hits all three alike.
 
 Per run, from its TensorBoard events: the median over steps >= 2 (step 1 includes vLLM's warm-up) of
-``train/timing/step_total`` and ``train/timing/make_experience``, and ``train/maestro/policy_forwards`` per
+``train/timing/step_total`` and ``train/timing/make_experience``, and ``train/reward/policy_forwards`` per
 step where logged. Peak memory is the largest sum of RSS over the launched process and every descendant,
 sampled every ``--sample-every`` seconds in a thread. Each run gets a unique marker in its environment, which
 Ray's workers and vLLM's subprocesses inherit, so the sampler also finds any process of the run that is not a
@@ -50,8 +50,8 @@ VARIANTS = ("maestro", "sum", "none")
 MARKER = "MAESTRO_BENCH_RUN"  # environment variable that tags every process of one run
 STEP_TAG = "train/timing/step_total"
 EXP_TAG = "train/timing/make_experience"
-FORWARDS_TAG = "train/maestro/policy_forwards"
-AGG_TAGS = ("train/maestro/seconds_aggregate", "train/maestro/seconds_feedback")
+FORWARDS_TAG = "train/reward/policy_forwards"
+AGG_TAGS = ("train/reward/seconds_aggregate", "train/reward/seconds_feedback")
 GIB = 2**30
 
 
@@ -337,7 +337,7 @@ def summarize(args: argparse.Namespace, runs: list[dict], none_forwards: int) ->
         agg = [r["median_aggregator_s"] for r in by_variant[v] if r.get("median_aggregator_s") is not None]
         if agg:
             print(
-                f"controller time in the aggregator (maestro/seconds_aggregate + seconds_feedback), {v}: "
+                f"controller time in the aggregator (reward/seconds_aggregate + seconds_feedback), {v}: "
                 f"{1e3 * statistics.median(agg):.1f} ms per step"
             )
 

@@ -106,7 +106,7 @@ def weights_by_category(
 ) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int]]:
     """Mean Conductor weight per objective for each prompt category.
 
-    Joins ``--maestro.weights_log`` records (whose ``prompt`` is the chat-templated prompt) with the prompt
+    Joins ``--reward.weights_log`` records (whose ``prompt`` is the chat-templated prompt) with the prompt
     dataset by finding each dataset input inside the record's prompt.
 
     Returns:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m openrlhf_maestro.report", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="the run's output folder (holds tensorboard/ and model/)")
     parser.add_argument("--timing", type=_parse_timing, action="append", default=[], help="NAME=SECONDS, repeatable")
-    parser.add_argument("--weights-log", type=Path, help="a --maestro.weights_log file of the run")
+    parser.add_argument("--weights-log", type=Path, help="a --reward.weights_log file of the run")
     parser.add_argument("--data", type=Path, help="the prompt dataset (JSONL) whose categories to group by")
     parser.add_argument("--category-key", default="category", help="category field of --data (default: category)")
     parser.add_argument("--input-key", default="input", help="prompt field of --data (default: input)")

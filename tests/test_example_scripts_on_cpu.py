@@ -47,5 +47,5 @@ def test_launch_scripts_pass_openrlhfs_parser_and_the_plugins_checks(script, agg
 def test_a_bad_flag_fails_before_anything_starts():
     proc = check("examples/scripts/train_grpo_tiny_cpu.sh", "--reward.weights", "1,2")
     assert proc.returncode == 2
-    assert "--reward.weights has 2 values for 3 objectives" in proc.stderr
+    assert "--reward.weights: weights must be 3 finite numbers, one per objective" in proc.stderr
     assert "Started a local Ray" not in proc.stderr + proc.stdout

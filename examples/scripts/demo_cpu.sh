@@ -19,7 +19,7 @@ echo "[demo] GRPO on CPU: Ray, vLLM, DeepSpeed start-up takes about 2 minutes; f
 set +e
 # 24 demo prompts, 4 per step: 6 GRPO steps with MAESTRO over format, length and match.
 PATH="$(dirname "$PYTHON"):$PATH" MODEL="$OUT/tiny-model" OUT="$OUT/demo" PYTHON="$PYTHON" STEPS_PROMPTS=24 \
-  bash examples/scripts/train_grpo_tiny_cpu.sh --maestro.weights_log "$OUT/demo/maestro_weights.jsonl" \
+  bash examples/scripts/train_grpo_tiny_cpu.sh --reward.weights_log "$OUT/demo/maestro_weights.jsonl" \
   >"$LOG" 2>&1 &
 run_pid=$!
 # Milestones as they happen, not the whole multi-process log.

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from openrlhf_maestro.integration.flags import add_maestro_arguments, upstream_hook_installed, validate
+from openrlhf_maestro.integration.flags import add_plugin_arguments, upstream_hook_installed, validate
 
 OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
 
@@ -163,7 +163,7 @@ def check_flags(argv: list[str]) -> int:
         raise _FlagsChecked
 
     try:
-        with openrlhf_parser_hook(add_maestro_arguments, stop):
+        with openrlhf_parser_hook(add_plugin_arguments, stop):
             run_openrlhf(argv)
     except _FlagsChecked:
         ns = parsed["args"]
@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
         rest = setup(rest, opts.num_gpus, opts.num_cpus, opts.cpu_isa)
     elif opts.verify_weight_sync or opts.cpu_isa != "native":
-        print("--runtime.verify_weight_sync and --runtime.cpu_isa need --runtime cpu", file=sys.stderr)
+        print(
+            "--runtime.verify_weight_sync and --runtime.cpu_isa are only available with --runtime cpu", file=sys.stderr
+        )
         return 2
 
     if _flag_given(rest, "--reward.aggregator"):
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parsed: dict[str, argparse.Namespace] = {}
     engines: list = []
     with contextlib.ExitStack() as stack:
-        stack.enter_context(openrlhf_parser_hook(add_maestro_arguments, lambda p, ns: _on_parsed(p, ns, parsed)))
+        stack.enter_context(openrlhf_parser_hook(add_plugin_arguments, lambda p, ns: _on_parsed(p, ns, parsed)))
         if opts.verify_weight_sync:
             stack.enter_context(capture_vllm_engines(engines))
         run_openrlhf(rest)

@@ -1,9 +1,15 @@
 """Everything that knows OpenRLHF 0.11.2's internals lives here, and only here.
 
-- ``flags``: the plugin's flags on OpenRLHF's parser and their validation (before any model loads);
+- ``hook``: ``AggregatorHook``, the integration itself: objectives -> aggregator -> R before the advantages,
+  the advantages -> feedback after them, state for the checkpoints. The patched OpenRLHF builds it through
+  entry points; the subclasses below install the same object into an unpatched OpenRLHF;
+- ``flags``: the plugin's flags on OpenRLHF's parser, parsed into an ``AggregatorSpec``, and the checks of
+  the OpenRLHF flags an aggregator depends on (both paths);
 - ``hidden_states``: h_ij from the experience maker's actor forward (a pre-hook on ``lm_head``);
-- ``actor``: ``PolicyModelActor`` subclass that keeps h per forward for the controller;
-- ``experience``: ``RemoteExperienceMaker`` subclass: objectives -> aggregator -> rewards, then feedback;
-- ``trainer``: ``PPOTrainer`` subclass: builds the aggregator, logs its metrics, checkpoints its state;
+- ``channels``: the model channels' arithmetic (entropy, NOVER perplexity batches, group ranks);
+- ``actor``: ``PolicyModelActor`` subclass that keeps h and the channels per forward for the controller;
+- ``experience``: ``RemoteExperienceMaker`` subclass: channels, then the hook, where the patch calls it;
+- ``samples``: ``SamplesGenerator`` subclass that checks objective values before OpenRLHF tensorizes them;
+- ``trainer``: ``PPOTrainer`` subclass: builds the hook, logs, checkpoints;
 - ``install``: rebinds OpenRLHF's classes to these subclasses before its CLI runs.
 """

@@ -1,9 +1,9 @@
-"""``PolicyModelActor`` that also reads the model channels during the experience maker's forward.
+"""``PolicyModelActor`` that also reads the Conductor's context and the model channels during its forward.
 
 The forward is OpenRLHF's own (``super().forward``). Hooks on ``lm_head`` record its input (the Conductor's
 context h) and, when the ``entropy`` channel is on, the response's token entropy from its output. One record
-per forward call is kept until the controller collects them with ``pop_maestro_records``. Nothing goes into
-``Experience.info`` and no second forward runs. ``maestro_reference_nll`` is the one extra, batched
+per forward call is kept until the controller collects them with ``pop_channel_records``. Nothing goes into
+``Experience.info`` and no second forward runs. ``channel_reference_nll`` is the one extra, batched
 teacher-forced forward of the ``perplexity`` channel.
 """
 
@@ -16,47 +16,48 @@ import torch
 from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
 from openrlhf_maestro.integration.channels import response_mean, token_entropy
-from openrlhf_maestro.integration.flags import parse_list
+from openrlhf_maestro.integration.flags import spec_from_flags
 from openrlhf_maestro.integration.hidden_states import HiddenStateCapture, output_embedding_module, select_context
 
 
-class _MaestroPolicyModelActor(PolicyModelActor.__ray_actor_class__):
+class _ChannelPolicyModelActor(PolicyModelActor.__ray_actor_class__):
     def init_model_from_pretrained(self, strategy, *args, **kwargs):
         super().init_model_from_pretrained(strategy, *args, **kwargs)
         a = strategy.args
-        self._maestro_context = a.maestro.context
-        self._maestro_hidden_on = a.reward.aggregator == "maestro"
-        self._maestro_entropy_on = "entropy" in parse_list(a.reward.objectives)
+        spec = spec_from_flags(a)  # validated in the driver already
+        self._channel_context = spec.context
+        self._channel_hidden_on = spec.needs_hidden
+        self._channel_entropy_on = "entropy" in spec.model_channels
         on_logits = (
-            functools.partial(token_entropy, temperature=a.rollout.temperature) if self._maestro_entropy_on else None
+            functools.partial(token_entropy, temperature=a.rollout.temperature) if self._channel_entropy_on else None
         )
-        self._maestro_capture = HiddenStateCapture(output_embedding_module(self.actor), on_logits)
-        self._maestro_records: list[dict[str, torch.Tensor]] = []
+        self._channel_capture = HiddenStateCapture(output_embedding_module(self.actor), on_logits)
+        self._channel_records: list[dict[str, torch.Tensor]] = []
 
     def forward(self, sequences, action_mask=None, attention_mask=None, *args, **kwargs):
-        with self._maestro_capture.capturing():
+        with self._channel_capture.capturing():
             action_log_probs = super().forward(sequences, action_mask, attention_mask, *args, **kwargs)
-        hidden = self._maestro_capture.take()
+        hidden = self._channel_capture.take()
         record = {}
-        if self._maestro_hidden_on:
-            record["hidden"] = select_context(hidden, action_mask, self._maestro_context)
-        if self._maestro_entropy_on:
-            record["entropy"] = response_mean(self._maestro_capture.from_logits, action_mask).float().cpu()
-        self._maestro_records.append(record)
+        if self._channel_hidden_on:
+            record["hidden"] = select_context(hidden, action_mask, self._channel_context)
+        if self._channel_entropy_on:
+            record["entropy"] = response_mean(self._channel_capture.from_logits, action_mask).float().cpu()
+        self._channel_records.append(record)
         return action_log_probs
 
-    def pop_maestro_records(self) -> tuple[list[dict[str, torch.Tensor]], int]:
+    def pop_channel_records(self) -> tuple[list[dict[str, torch.Tensor]], int]:
         """Per forward since the last call, in call order: {"hidden": (B, H), "entropy": (B,)} as enabled, and
         the number of model forwards ``lm_head`` saw (equal to the number of records: no extra pass)."""
-        records, self._maestro_records = self._maestro_records, []
-        forwards, self._maestro_capture.forwards = self._maestro_capture.forwards, 0
+        records, self._channel_records = self._channel_records, []
+        forwards, self._channel_capture.forwards = self._channel_capture.forwards, 0
         return records, forwards
 
-    def maestro_reference_nll(self, sequences, action_mask, attention_mask) -> torch.Tensor:
+    def channel_reference_nll(self, sequences, action_mask, attention_mask) -> torch.Tensor:
         """(B,) mean negative log-likelihood of the tokens ``action_mask`` marks, teacher-forced (``perplexity``)."""
         log_probs = super().forward(sequences, action_mask, attention_mask)  # OpenRLHF's forward, no capture
         mask = action_mask.to(log_probs.device).float()
         return (-(log_probs * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float().cpu()
 
 
-MaestroPolicyModelActor = ray.remote(num_gpus=1)(_MaestroPolicyModelActor)
+ChannelPolicyModelActor = ray.remote(num_gpus=1)(_ChannelPolicyModelActor)

@@ -6,7 +6,7 @@ reward function (which must then not report them):
 - ``entropy``: mean token entropy of the response under the policy (at the rollout temperature), in nats,
   from the logits of the experience maker's actor forward, which runs anyway;
 - ``perplexity``: NOVER's reasoning perplexity. The policy reads prompt + the response's reasoning (up to and
-  including ``--maestro.reasoning_end``) + ``--maestro.reference_template`` with the dataset label filled in,
+  including ``--perplexity.reasoning_end``) + ``--perplexity.reference_template`` with the dataset label filled in,
   in one batched teacher-forced forward per step; the per-token NLL of the reference gives
   ppl = exp(mean NLL), and the channel is the response's rank within its group, 1 for the lowest perplexity
   and 0 for the highest (ties share their mean rank), as NOVER turns perplexity into a reward;

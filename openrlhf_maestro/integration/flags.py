@@ -1,8 +1,20 @@
-"""The plugin's flags, added to OpenRLHF's own ``train_ppo_ray`` parser, and their validation.
+"""The plugin's flags, added to OpenRLHF's own ``train_ppo_ray`` parser, parsed into an ``AggregatorSpec``.
 
 The flags use OpenRLHF's dotted style, so ``hierarchize`` nests them like its own (``args.reward.aggregator``,
-``args.maestro.tau``) and they reach every Ray actor inside the pickled strategy. Validation runs right
-after parsing, before Ray or any model starts.
+``args.maestro.tau``) and they reach every Ray actor inside the pickled strategy. ``validate`` runs right
+after parsing, before Ray or any model starts: the spec's own validation plus the OpenRLHF flags an
+aggregator depends on (``openrlhf_problems``, shared with the hook on a patched OpenRLHF).
+
+    --reward.aggregator NAME          a registered aggregator, an entry point, module:Class or file.py:Class
+    --reward.objectives A,B           --reward.weights 1,2
+    --reward.drop_invalid_samples     --reward.weights_log FILE
+    --maestro.<option>                the Conductor's options (MaestroConfig); `random` reads beta,
+                                      normalization, norm_eps and seed, which it shares by design
+    --maestro.context response|prompt where a hidden-state aggregator reads h
+    --perplexity.reasoning_end        --perplexity.reference_template   (the perplexity channel)
+
+Older spellings (``--maestro.drop_invalid_samples``, ``--maestro.weights_log``, ``--maestro.reasoning_end``,
+``--maestro.reference_template``) still work for one release and print which flag replaces them.
 """
 
 from __future__ import annotations
@@ -12,16 +24,21 @@ import ast
 import dataclasses
 import functools
 import inspect
-from collections.abc import Sequence
+import sys
+from typing import Any
 
-from openrlhf_maestro.method import MaestroConfig, available_aggregators
-
-# OpenRLHF estimators whose advantage is relative to the prompt's group: the Conductor's meta-reward.
-GROUP_RELATIVE_ESTIMATORS = ("group_norm", "dr_grpo", "rloo", "reinforce_baseline")
-CONTEXTS = ("response", "prompt")
+from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator
+from openrlhf_maestro.spec import CHANNEL_OPTIONS, CONTEXTS, AggregatorSpec, SpecError
 
 # MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
 _CONFIG_FIELDS = [f for f in dataclasses.fields(MaestroConfig) if f.name != "prior"]
+# old flag -> new flag; the old one keeps working for one release.
+DEPRECATED_FLAGS = {
+    "--maestro.drop_invalid_samples": "--reward.drop_invalid_samples",
+    "--maestro.weights_log": "--reward.weights_log",
+    "--maestro.reasoning_end": "--perplexity.reasoning_end",
+    "--maestro.reference_template": "--perplexity.reference_template",
+}
 
 
 def _field_type(f: dataclasses.Field):
@@ -44,22 +61,48 @@ def upstream_hook_installed() -> bool:
     return any((Path(loc) / "trainer" / "reward_aggregator.py").is_file() for loc in locations)
 
 
-def add_maestro_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--reward.aggregator``, ``--reward.objectives``, ``--reward.weights`` and ``--maestro.*``.
+def _aggregator_name(text: str) -> str:
+    """argparse type: resolved by the registry when parsed, so names registered after import count too."""
+    try:
+        get_aggregator(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+class _Deprecated(argparse.Action):
+    """An older spelling: stores into the new flag's destination and says which flag replaces it."""
+
+    def __init__(self, option_strings, dest, new_flag: str, flag_action: str = "store", **kwargs) -> None:
+        self.new_flag, self.flag_action = new_flag, flag_action
+        super().__init__(option_strings, dest, nargs=0 if flag_action == "store_true" else None, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"[openrlhf-maestro] {option_string} is deprecated and will be removed in the next release; "
+            f"use {self.new_flag}",
+            file=sys.stderr,
+            flush=True,
+        )
+        setattr(namespace, self.dest, True if self.flag_action == "store_true" else values)
+
+
+def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the plugin's flags (module docstring) to OpenRLHF's parser.
 
     A patched OpenRLHF defines ``--reward.aggregator`` itself (configured by ``--reward.aggregator_args``); then
-    its own hook runs the aggregators through entry points, and the launcher adds nothing.
+    its own hook builds the same ``AggregatorHook`` through entry points, and the launcher adds nothing.
     """
     if "--reward.aggregator" in parser._option_string_actions:
         return
     group = parser.add_argument_group("openrlhf-maestro (multi-objective reward aggregation)")
     group.add_argument(
         "--reward.aggregator",
-        type=str,
+        type=_aggregator_name,
         default=None,
-        choices=available_aggregators(),
-        help="scalarize the objectives in the reward function's extra_logs['obj/<name>'] before the group "
-        "normalization; unset (default) leaves OpenRLHF's training unchanged",
+        help="scalarize the objectives in the reward function's extra_logs['obj/<name>'] before the advantage: "
+        f"{', '.join(available_aggregators())}, an entry point of openrlhf_maestro.aggregators, module:Class or "
+        "file.py:Class; unset (default) leaves OpenRLHF's training unchanged",
     )
     group.add_argument(
         "--reward.objectives", type=str, default=None, help="comma-separated objective names, e.g. format,length"
@@ -69,7 +112,21 @@ def add_maestro_arguments(parser: argparse.ArgumentParser) -> None:
         type=str,
         default=None,
         help="comma-separated weight per objective: static weights for sum/gdpo, the prior w_prior for maestro "
-        "(default: 1 each for sum/gdpo, uniform for maestro)",
+        "and random (default: 1 each for sum/gdpo, uniform for maestro/random)",
+    )
+    group.add_argument(
+        "--reward.drop_invalid_samples",
+        action="store_true",
+        default=False,
+        help="give responses whose reward function raised or returned None/NaN/a missing objective zero "
+        "advantage and count them (reward/dropped_samples) instead of stopping the run",
+    )
+    group.add_argument(
+        "--reward.weights_log",
+        type=str,
+        default=None,
+        help="append one JSON line per response and step (step, prompt, weights per objective, emphasis) to this "
+        "file, for offline analysis; off by default",
     )
     group.add_argument(
         "--maestro.context",
@@ -78,33 +135,31 @@ def add_maestro_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CONTEXTS,
         help="Conductor input: the hidden state at the response's last token (default) or the prompt's last token",
     )
+    perplexity = CHANNEL_OPTIONS["perplexity"]
     group.add_argument(
-        "--maestro.weights_log",
+        "--perplexity.reasoning_end",
         type=str,
-        default=None,
-        help="append one JSON line per response and step (step, prompt, weights per objective, emphasis) to this "
-        "file, for offline analysis; off by default",
-    )
-    group.add_argument(
-        "--maestro.drop_invalid_samples",
-        action="store_true",
-        default=False,
-        help="give responses whose reward function raised or returned None/NaN/a missing objective zero "
-        "advantage and count them (maestro/dropped_samples) instead of stopping the run",
-    )
-    group.add_argument(
-        "--maestro.reasoning_end",
-        type=str,
-        default="</think>",
+        default=perplexity["reasoning_end"],
         help="perplexity channel: the reasoning is the response up to and including this marker (default: </think>)",
     )
     group.add_argument(
-        "--maestro.reference_template",
+        "--perplexity.reference_template",
         type=str,
-        default="\n\n<answer>\n{reference}\n</answer>",
+        default=perplexity["reference_template"],
         help="perplexity channel: text after the reasoning; {reference} is the dataset label whose perplexity "
         "is measured (default: NOVER's answer block)",
     )
+    for old, new in DEPRECATED_FLAGS.items():
+        store_true = new == "--reward.drop_invalid_samples"
+        group.add_argument(
+            old,
+            dest=new.removeprefix("--"),
+            action=_Deprecated,
+            new_flag=new,
+            flag_action="store_true" if store_true else "store",
+            default=argparse.SUPPRESS,
+            help=f"deprecated: use {new}",
+        )
     defaults = MaestroConfig()
     for f in _CONFIG_FIELDS:
         doc = _field_docs().get(f.name, "")
@@ -134,19 +189,118 @@ def parse_list(text: str | None) -> list[str]:
     return [x.strip() for x in text.split(",")] if text else []
 
 
-def maestro_config_from(args: argparse.Namespace | object, prior: Sequence[float] | None) -> MaestroConfig:
-    """The MaestroConfig the flags describe (``args`` flat or nested)."""
-    values = {f.name: _get(args, f"maestro.{f.name}") for f in _CONFIG_FIELDS}
-    return MaestroConfig(prior=tuple(prior) if prior is not None else None, **values)
+_MISSING = object()
+# AggregatorSpec field -> the flag that sets it, so a spec error names the flag to fix.
+FLAG_OF_FIELD = {
+    "aggregator": "--reward.aggregator",
+    "objectives": "--reward.objectives",
+    "weights": "--reward.weights",
+    "options": "--maestro.*",
+    "context": "--maestro.context",
+    "channels": "--perplexity.*",
+}
 
 
-def _get(args: object, dotted: str):
+def _get(args: object, dotted: str, default: Any = None) -> Any:
     if hasattr(args, dotted):  # flat argparse namespace
         return getattr(args, dotted)
     node = args
     for part in dotted.split("."):
+        if not hasattr(node, part):
+            return default
         node = getattr(node, part)
     return node
+
+
+def spec_from_flags(args: object) -> AggregatorSpec | None:
+    """The spec the launcher's flags describe (``args`` flat or nested); None without ``--reward.aggregator``.
+
+    Raises:
+        SpecError: naming the flag and the fix.
+    """
+    aggregator = _get(args, "reward.aggregator")
+    if aggregator is None:
+        return None
+    objectives = parse_list(_get(args, "reward.objectives"))
+    if not objectives:
+        raise SpecError(
+            f"--reward.aggregator {aggregator} needs --reward.objectives NAME[,NAME...]: the keys obj/<NAME> your "
+            "reward function puts in extra_logs"
+        )
+    weights_text = _get(args, "reward.weights")
+    weights = None
+    if weights_text:
+        try:
+            weights = tuple(float(w) for w in parse_list(weights_text))
+        except ValueError:
+            raise SpecError(f"--reward.weights must be comma-separated numbers, got {weights_text!r}") from None
+    try:
+        cls = get_aggregator(aggregator)
+    except ValueError as err:
+        raise SpecError(f"--reward.aggregator: {err}") from None
+    # The options an aggregator reads come from the --maestro.<option> flags that exist (the CLI's only ones).
+    options = {name: _get(args, f"maestro.{name}", _MISSING) for name in cls.option_names}
+    options = {name: value for name, value in options.items() if value is not _MISSING}
+    try:
+        return AggregatorSpec(
+            aggregator=aggregator,
+            objectives=tuple(objectives),
+            weights=weights,
+            options=options,
+            context=_get(args, "maestro.context", "response"),
+            channels={"perplexity": {k: _get(args, f"perplexity.{k}") for k in CHANNEL_OPTIONS["perplexity"]}}
+            if "perplexity" in objectives
+            else {},
+            drop_invalid_samples=bool(_get(args, "reward.drop_invalid_samples", False)),
+            weights_log=_get(args, "reward.weights_log"),
+        )
+    except SpecError as err:
+        raise SpecError(f"{FLAG_OF_FIELD.get(err.field, '--reward.aggregator')}: {err}", err.field) from None
+
+
+def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
+    """The OpenRLHF flags the aggregation depends on, checked on either path (launcher or patched OpenRLHF)."""
+    problems = []
+    if not _get(args, "reward.remote_url"):
+        problems.append(
+            "--reward.aggregator reads objectives from a reward function: pass --reward.remote_url "
+            "FILE.py (its reward_func returns extra_logs['obj/<name>'])"
+        )
+    if "preference" in spec.objectives and not _get(args, "reward.model_name_or_path"):
+        problems.append("objective 'preference' is a reward model's score: pass --reward.model_name_or_path")
+    n = _get(args, "rollout.n_samples_per_prompt")
+    if n is not None and n < 2:
+        problems.append(
+            f"--rollout.n_samples_per_prompt {n}: an aggregator needs groups of at least 2 samples per "
+            "prompt (the normalization and the Conductor's meta-reward are relative to the group)"
+        )
+    estimator = _get(args, "algo.advantage.estimator")
+    if estimator is not None and estimator not in GROUP_ESTIMATORS:
+        problems.append(
+            f"--algo.advantage.estimator {estimator} is not group-relative; use one of "
+            f"{', '.join(GROUP_ESTIMATORS)} (GRPO is group_norm)"
+        )
+    if _get(args, "train.async_enable"):
+        problems.append(
+            "--train.async_enable is not supported with --reward.aggregator yet: the async trainer "
+            "keeps its experience maker in another actor (ppo_trainer_async.py); run synchronously"
+        )
+    if _get(args, "ds.packing_samples") or (_get(args, "ds.ring_attn_size") or 1) > 1:
+        problems.append(
+            "--ds.packing_samples / --ds.ring_attn_size > 1 are not supported with --reward.aggregator "
+            "yet: hidden states of packed sequences need per-sample offsets; remove them"
+        )
+    if _get(args, "ckpt.disable_ds") and spec.aggregator_class.has_state():
+        problems.append(
+            f"--ckpt.disable_ds drops the checkpoint's client_states, where the {spec.aggregator} aggregator's "
+            "state is saved; remove it (the aggregator would restart from scratch on resume)"
+        )
+    if _get(args, "train.agent_func_path"):
+        problems.append(
+            "--train.agent_func_path is not supported with --reward.aggregator: objectives are read "
+            "from a reward function file's extra_logs (--reward.remote_url FILE.py)"
+        )
+    return problems
 
 
 def validate(args: argparse.Namespace) -> list[str]:
@@ -156,90 +310,16 @@ def validate(args: argparse.Namespace) -> list[str]:
     """
     if not hasattr(args, "maestro.tau"):  # a patched OpenRLHF parsed its own --reward.aggregator: its hook validates
         return []
-    aggregator = _get(args, "reward.aggregator")
-    objectives = parse_list(_get(args, "reward.objectives"))
-    weights_text = _get(args, "reward.weights")
-    if aggregator is None:
-        stray = [f for f, v in (("--reward.objectives", objectives), ("--reward.weights", weights_text)) if v]
-        return (
-            [
+    if _get(args, "reward.aggregator") is None:
+        stray = [f for f in ("--reward.objectives", "--reward.weights") if _get(args, f.removeprefix("--"))]
+        if stray:
+            return [
                 f"{', '.join(stray)} given without --reward.aggregator; add --reward.aggregator "
                 f"{{{','.join(available_aggregators())}}}"
             ]
-            if stray
-            else []
-        )
-
-    problems = []
-    if not objectives:
-        problems.append(
-            f"--reward.aggregator {aggregator} needs --reward.objectives NAME[,NAME...]: the keys "
-            "obj/<NAME> your reward function puts in extra_logs"
-        )
-    duplicated = sorted({o for o in objectives if objectives.count(o) > 1})
-    if duplicated:
-        problems.append(f"--reward.objectives names {duplicated} more than once")
-    if any(not o or "/" in o for o in objectives):
-        problems.append(f"--reward.objectives has an empty name or one containing '/': {objectives}")
-    if weights_text:
-        try:
-            weights = [float(w) for w in parse_list(weights_text)]
-        except ValueError:
-            problems.append(f"--reward.weights must be comma-separated numbers, got {weights_text!r}")
-        else:
-            if len(weights) != len(objectives):
-                problems.append(
-                    f"--reward.weights has {len(weights)} values for {len(objectives)} objectives "
-                    f"{objectives}; give one weight per objective"
-                )
-            elif aggregator in ("maestro", "random") and (any(w < 0 for w in weights) or sum(weights) <= 0):
-                problems.append(
-                    f"--reward.weights is {aggregator}'s prior: non-negative with a positive sum, got {weights}"
-                )
-    if not _get(args, "reward.remote_url"):
-        problems.append(
-            "--reward.aggregator reads objectives from a reward function: pass --reward.remote_url "
-            "FILE.py (its reward_func returns extra_logs['obj/<name>'])"
-        )
-    if "preference" in objectives and not _get(args, "reward.model_name_or_path"):
-        problems.append("objective 'preference' is a reward model's score: pass --reward.model_name_or_path")
-    if "{reference}" not in _get(args, "maestro.reference_template"):
-        problems.append("--maestro.reference_template must contain {reference}")
-    n = _get(args, "rollout.n_samples_per_prompt")
-    if n < 2:
-        problems.append(
-            f"--rollout.n_samples_per_prompt {n}: an aggregator needs groups of at least 2 samples per "
-            "prompt (the normalization and the Conductor's meta-reward are relative to the group)"
-        )
-    estimator = _get(args, "algo.advantage.estimator")
-    if estimator not in GROUP_RELATIVE_ESTIMATORS:
-        problems.append(
-            f"--algo.advantage.estimator {estimator} is not group-relative; use one of "
-            f"{', '.join(GROUP_RELATIVE_ESTIMATORS)} (GRPO is group_norm)"
-        )
-    if _get(args, "train.async_enable"):
-        problems.append(
-            "--train.async_enable is not supported with --reward.aggregator yet: the async trainer "
-            "keeps its experience maker in another actor (ppo_trainer_async.py); run synchronously"
-        )
-    if _get(args, "ds.packing_samples") or _get(args, "ds.ring_attn_size") > 1:
-        problems.append(
-            "--ds.packing_samples / --ds.ring_attn_size > 1 are not supported with --reward.aggregator "
-            "yet: hidden states of packed sequences need per-sample offsets; remove them"
-        )
-    if _get(args, "ckpt.disable_ds") and aggregator == "maestro":
-        problems.append(
-            "--ckpt.disable_ds drops the checkpoint's client_states, where the Conductor's state is "
-            "saved; remove it (the Conductor would restart from scratch on resume)"
-        )
-    if _get(args, "train.agent_func_path"):
-        problems.append(
-            "--train.agent_func_path is not supported with --reward.aggregator: objectives are read "
-            "from a reward function file's extra_logs (--reward.remote_url FILE.py)"
-        )
-    if aggregator in ("maestro", "random") and not problems:
-        try:
-            maestro_config_from(args, [float(w) for w in parse_list(weights_text)] or None)
-        except (ValueError, TypeError) as err:
-            problems.append(f"--maestro.*: {err}")
-    return problems
+        return []
+    try:
+        spec = spec_from_flags(args)
+    except SpecError as err:
+        return [str(err)]
+    return openrlhf_problems(spec, args)

@@ -70,9 +70,9 @@ class HiddenStateCapture:
         self.from_logits: torch.Tensor | None = None
         self.forwards = 0
         self._on_logits = on_logits
-        self._handles = [head.register_forward_pre_hook(self._hook)]
+        head.register_forward_pre_hook(self._hook)
         if on_logits is not None:
-            self._handles.append(head.register_forward_hook(self._logits_hook))
+            head.register_forward_hook(self._logits_hook)
 
     def _hook(self, module: nn.Module, args: tuple) -> None:
         if self._active:
@@ -96,10 +96,6 @@ class HiddenStateCapture:
             raise RuntimeError("lm_head did not run during the captured forward; the hidden state is unavailable")
         hidden, self._hidden = self._hidden, None
         return hidden
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 def select_context(hidden: torch.Tensor, action_mask: torch.Tensor, context: str) -> torch.Tensor:

@@ -22,7 +22,8 @@ def check_openrlhf_version() -> str:
 
 
 def install() -> None:
-    """Rebind ``ppo_actor.PolicyModelActor`` and ``ppo_trainer.PPOTrainer`` to the plugin's subclasses. Idempotent."""
+    """Rebind ``ppo_actor.PolicyModelActor`` and ``ppo_trainer.PPOTrainer`` to the plugin's subclasses, which build
+    the ``AggregatorHook`` and call it where the upstream patch does. Idempotent."""
     global _installed
     if _installed:
         return
@@ -30,9 +31,9 @@ def install() -> None:
     import openrlhf.trainer.ppo_trainer as ppo_trainer
     import openrlhf.trainer.ray.ppo_actor as ppo_actor
 
-    from openrlhf_maestro.integration.actor import MaestroPolicyModelActor
-    from openrlhf_maestro.integration.trainer import MaestroPPOTrainer
+    from openrlhf_maestro.integration.actor import ChannelPolicyModelActor
+    from openrlhf_maestro.integration.trainer import AggregatingPPOTrainer
 
-    ppo_actor.PolicyModelActor = MaestroPolicyModelActor
-    ppo_trainer.PPOTrainer = MaestroPPOTrainer
+    ppo_actor.PolicyModelActor = ChannelPolicyModelActor
+    ppo_trainer.PPOTrainer = AggregatingPPOTrainer
     _installed = True

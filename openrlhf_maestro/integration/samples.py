@@ -3,11 +3,11 @@
 OpenRLHF 0.11.2's ``SamplesGenerator._process_response_into_experience`` (ppo_utils/samples_generator.py
 286-291) runs ``torch.tensor([value])`` on every ``extra_logs`` value. A string or None there stops the run
 with "too many dimensions 'str'" (or a TypeError) that names neither the key nor the prompt, and a list
-becomes a (1, K) tensor that crashes ``training_step`` later. ``MaestroSamplesGenerator`` checks each declared
-``obj/<name>`` first: one real number (int, float, or a one-element tensor; not a bool) passes unchanged.
+becomes a (1, K) tensor that crashes ``training_step`` later. ``ObjectiveCheckingSamplesGenerator`` checks
+each declared ``obj/<name>`` first: one real number (int, float, or a one-element tensor; not a bool) passes unchanged.
 Anything else stops the step with an error naming the key, the value, its type and the prompt, or, with
-``--maestro.drop_invalid_samples``, is replaced by NaN so that the experience maker's per-sample check drops
-that response (zero advantage) and counts it in ``maestro/dropped_samples``, like any other invalid value.
+``--reward.drop_invalid_samples``, is replaced by NaN so that the experience maker's per-sample check drops
+that response (zero advantage) and counts it in ``reward/dropped_samples``, like any other invalid value.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from numbers import Real
 import torch
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
-from openrlhf_maestro.integration.experience import InvalidSampleError
+from openrlhf_maestro.integration.hook import InvalidSampleError
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,13 @@ def malformed_objectives(extra_logs: dict, objectives: list[str]) -> dict[str, o
     }
 
 
-class MaestroSamplesGenerator(SamplesGenerator):
+class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
     """OpenRLHF's SamplesGenerator that refuses (or, when asked, drops) malformed objective values.
 
     Args (beyond SamplesGenerator's):
         objectives: the objective names the reward function reports (``--reward.objectives`` minus the
             channels the plugin computes).
-        drop_invalid: ``--maestro.drop_invalid_samples``.
+        drop_invalid: ``--reward.drop_invalid_samples``.
     """
 
     def __init__(self, *args, objectives: list[str], drop_invalid: bool, **kwargs) -> None:
@@ -68,8 +68,8 @@ class MaestroSamplesGenerator(SamplesGenerator):
                 raise InvalidSampleError(
                     f"the reward function returned {shown} for {where}: each obj/<name> in extra_logs must be one "
                     "number (a float, an int or a one-element tensor). Fix the reward function, or pass "
-                    "--maestro.drop_invalid_samples to give such responses zero advantage and count them in "
-                    "maestro/dropped_samples."
+                    "--reward.drop_invalid_samples to give such responses zero advantage and count them in "
+                    "reward/dropped_samples."
                 )
             for key, value in bad.items():
                 if (key, type(value).__name__) not in self._warned:

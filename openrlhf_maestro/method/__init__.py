@@ -18,10 +18,18 @@ from .aggregation import (
 from .conductor import Conductor, ConductorSample, Features
 from .config import MaestroConfig
 from .meta_update import MetaUpdater
-from .normalize import ObjectiveNormalizer, RunningMeanStd, group_norm, group_zscore
+from .normalize import (
+    GROUP_ESTIMATORS,
+    ObjectiveNormalizer,
+    RunningMeanStd,
+    group_advantages,
+    group_norm,
+    group_zscore,
+)
 from .weights import action_weights, emphasis_weights, validate_prior, weight_matrix
 
 __all__ = [
+    "GROUP_ESTIMATORS",
     "AggregateOutput",
     "Conductor",
     "ConductorSample",
@@ -40,6 +48,7 @@ __all__ = [
     "build_aggregator",
     "emphasis_weights",
     "get_aggregator",
+    "group_advantages",
     "group_norm",
     "group_zscore",
     "register_aggregator",

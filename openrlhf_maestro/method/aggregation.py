@@ -76,16 +76,67 @@ def register_aggregator(name: str) -> Callable[[type[RewardAggregator]], type[Re
     return decorator
 
 
+# Other packages register aggregators here (setup.py entry_points); they then work like the built-in names.
+ENTRY_POINT_GROUP = "openrlhf_maestro.aggregators"
+
+
 def get_aggregator(name: str) -> type[RewardAggregator]:
-    """The aggregator class registered under `name`; ValueError listing the valid names if unknown."""
-    if name not in _AGGREGATORS:
-        raise ValueError(f"unknown reward aggregator {name!r}; valid names: {available_aggregators()}")
-    return _AGGREGATORS[name]
+    """The aggregator class for `name`: a registered name, an entry point of ENTRY_POINT_GROUP, or a class given
+    as ``package.module:Class`` / ``path/to/file.py:Class`` (registered under that string on first use).
+
+    Raises:
+        ValueError: listing the valid names.
+    """
+    if name in _AGGREGATORS:
+        return _AGGREGATORS[name]
+    entry = _entry_points().get(name)
+    if entry is not None:
+        cls = entry.load()
+    elif ":" in name:
+        cls = _load_class(name)
+    else:
+        raise ValueError(
+            f"unknown reward aggregator {name!r}; valid names: {available_aggregators()}, or a RewardAggregator "
+            "subclass as package.module:Class or path/to/file.py:Class"
+        )
+    if not (isinstance(cls, type) and issubclass(cls, RewardAggregator)):
+        raise ValueError(f"reward aggregator {name!r} resolved to {cls!r}, which is not a RewardAggregator subclass")
+    _AGGREGATORS[name] = cls
+    if not cls.name:
+        cls.name = name
+    return cls
 
 
 def available_aggregators() -> list[str]:
-    """Sorted registered names."""
-    return sorted(_AGGREGATORS)
+    """Sorted registered and entry-point names."""
+    return sorted(set(_AGGREGATORS) | set(_entry_points()))
+
+
+def _entry_points() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load_class(target: str) -> type:
+    import importlib
+    import importlib.util
+    import sys
+
+    where, _, attr = target.rpartition(":")
+    if where.endswith(".py"):
+        module_name = f"_reward_aggregator_{abs(hash(where))}"
+        spec = importlib.util.spec_from_file_location(module_name, where)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"reward aggregator {target!r}: cannot load the file {where!r}")
+        module = sys.modules[module_name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"reward aggregator {target!r}: {where} defines no {attr!r}") from None
 
 
 def build_aggregator(name: str, objectives: Sequence[str], **kwargs: Any) -> RewardAggregator:
@@ -107,6 +158,33 @@ class RewardAggregator:
 
     name: ClassVar[str] = ""
     needs_hidden: ClassVar[bool] = False
+    """True: aggregate() needs each response's hidden state h (N, H); the integration then captures it."""
+    weights_are_prior: ClassVar[bool] = False
+    """True: the weights are a prior w_prior (non-negative, positive sum), not static weights."""
+    option_names: ClassVar[tuple[str, ...]] = ()
+    """The keyword options build() accepts (besides objectives, weights and the hidden width)."""
+
+    @classmethod
+    def build(
+        cls,
+        objectives: Sequence[str],
+        weights: Sequence[float] | None = None,
+        options: dict[str, Any] | None = None,
+        hidden_size: int | None = None,
+    ) -> RewardAggregator:
+        """The aggregator from the parts of an AggregatorSpec; subclasses whose constructor differs override it."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.option_names))
+        if unknown:
+            raise ValueError(
+                f"the {cls.name!r} aggregator has no options {unknown}; it reads {list(cls.option_names) or 'none'}"
+            )
+        return cls(objectives, weights, **options)
+
+    @classmethod
+    def has_state(cls) -> bool:
+        """Whether state_dict() holds anything (a learned Conductor, a random generator, running statistics)."""
+        return cls.state_dict is not RewardAggregator.state_dict
 
     def __init__(self, objectives: Sequence[str]) -> None:
         names = list(objectives)
@@ -246,6 +324,19 @@ class MaestroAggregator(RewardAggregator):
     """
 
     needs_hidden: ClassVar[bool] = True
+    weights_are_prior: ClassVar[bool] = True
+    option_names: ClassVar[tuple[str, ...]] = tuple(f.name for f in fields(MaestroConfig) if f.name != "prior")
+
+    @classmethod
+    def build(cls, objectives, weights=None, options=None, hidden_size=None) -> MaestroAggregator:
+        """MaestroConfig(prior=weights, **options); the Conductor is built now when hidden_size is known."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.option_names))
+        if unknown:
+            hint = " (the prior is the weights)" if "prior" in unknown else ""
+            raise ValueError(f"unknown maestro options {unknown}{hint}; valid: {list(cls.option_names)}")
+        config = MaestroConfig(prior=None if weights is None else tuple(weights), **options)
+        return cls(objectives, config, hidden_size=hidden_size)
 
     def __init__(
         self,
@@ -389,6 +480,9 @@ class RandomEmphasisAggregator(RewardAggregator):
         norm_eps: ε of the normalization.
         seed: seeds the action generator; the global torch RNG is left untouched.
     """
+
+    weights_are_prior: ClassVar[bool] = True
+    option_names: ClassVar[tuple[str, ...]] = ("beta", "normalization", "norm_eps", "seed")  # maestro's, shared
 
     def __init__(
         self,

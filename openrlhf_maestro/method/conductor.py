@@ -213,11 +213,6 @@ class Conductor(nn.Module):
             return Categorical(logits=self.log_probs(logits), validate_args=False)
         return Dirichlet(self.concentration(logits), validate_args=False)
 
-    def policy(self, hidden: Tensor) -> Distribution:
-        """π_φ(·|h) for hidden states h (N, H) (differentiable in φ)."""
-        return self.distribution(self(self.features(hidden)))
-
-    @torch.no_grad()
     def probs(self, hidden: Tensor) -> Tensor:
         """π_φ(a|h) for every action: (N, H) -> (N, K), rows sum to 1, entries >= min_prob. Discrete mode."""
         if self.mode != "discrete":
@@ -237,10 +232,6 @@ class Conductor(nn.Module):
     def expected_weights(self, hidden: Tensor) -> Tensor:
         """E[w | h] = (1 − β)·w_prior + β·E[s | h] (the map is linear in s). (N, H) -> (N, K)."""
         return emphasis_weights(self.expected_emphasis(hidden), self.prior, self.beta)
-
-    def weights(self, actions: Tensor) -> Tensor:
-        """w(a) = (1 − β)·w_prior + β·s: actions (N,) long or (N, K) simplex points -> (N, K)."""
-        return emphasis_weights(self._emphasis(actions), self.prior, self.beta)
 
     def _emphasis(self, actions: Tensor) -> Tensor:
         if self.mode == "discrete":

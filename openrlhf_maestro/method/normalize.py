@@ -78,23 +78,38 @@ def group_zscore(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tenso
     return torch.where((gmax == gmin)[inverse], torch.zeros_like(z), z)
 
 
-def group_norm(rewards: Tensor, group_ids: Tensor, eps: float = 1e-9) -> Tensor:
-    """Reference GRPO advantage, equal to OpenRLHF 0.11.2's group_norm: Â_ij = (R_ij − mean_i R) / (std_i R + 1e-9).
+# OpenRLHF's advantage estimators that are relative to the prompt's group (experience_maker.py 273-285).
+GROUP_ESTIMATORS = ("group_norm", "dr_grpo", "rloo", "reinforce_baseline")
 
-    OpenRLHF does `r.reshape(-1, n_samples_per_prompt)` then `(r − r.mean(-1)) / (r.std(-1) + 1e-9)`;
-    this version takes explicit group ids, so it also works for unsorted or unequal groups.
 
-    Args:
-        rewards: (N,) scalar rewards R.
-        group_ids: (N,) integer group ids.
-        eps: added to the unbiased std.
+def group_advantages(rewards: Tensor, group_ids: Tensor, estimator: str = "group_norm", eps: float = 1e-9) -> Tensor:
+    """(N,) scalar rewards R -> (N,) float32 advantage of each response as OpenRLHF 0.11.2's estimator forms it.
 
-    Returns:
-        (N,) advantages Â.
+        group_norm:                  Â = (R − μ_g) / (σ_g + 1e-9)    (unbiased σ, like torch.std)
+        dr_grpo, reinforce_baseline: Â = R − μ_g
+        rloo:                        Â = R − (Σ_g R − R) / (n_g − 1)
+
+    OpenRLHF reshapes to (-1, n_samples_per_prompt); this takes explicit group ids, so it also works for
+    unsorted or unequal groups. Computed in float64.
     """
+    if estimator not in GROUP_ESTIMATORS:
+        raise ValueError(f"advantage estimator {estimator!r} is not group-relative; use one of {GROUP_ESTIMATORS}")
     inverse, counts = group_index(group_ids)
-    mean, std = group_mean_std(rewards.unsqueeze(-1), inverse, counts)
-    return ((rewards.unsqueeze(-1) - mean[inverse]) / (std[inverse] + eps)).squeeze(-1)
+    r = rewards.detach().double().reshape(-1, 1)
+    mean, std = group_mean_std(r, inverse, counts)
+    if estimator == "group_norm":
+        out = (r - mean[inverse]) / (std[inverse] + eps)
+    elif estimator == "rloo":
+        n = counts.double().unsqueeze(-1)[inverse]
+        out = r - (mean[inverse] * n - r) / (n - 1)
+    else:
+        out = r - mean[inverse]
+    return out.squeeze(-1).float()
+
+
+def group_norm(rewards: Tensor, group_ids: Tensor, eps: float = 1e-9) -> Tensor:
+    """Reference GRPO advantage, equal to OpenRLHF 0.11.2's group_norm: Â_ij = (R_ij − mean_i R) / (std_i R + 1e-9)."""
+    return group_advantages(rewards, group_ids, "group_norm", eps)
 
 
 class RunningMeanStd:

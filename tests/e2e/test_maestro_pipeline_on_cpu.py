@@ -63,7 +63,7 @@ def test_maestro_trains_the_actor_and_the_conductor(maestro_run, tiny_model_dir)
     for step in (1, 2, 3):
         assert sum(scalars[f"train/maestro/weight/{n}"][step] for n in OBJECTIVES) == pytest.approx(1.0, abs=1e-5)
     # One model forward per actor forward call and micro-batch: h came from the forward that already ran.
-    assert set(scalars["train/maestro/policy_forwards"].values()) == {float(MICRO_BATCHES)}
+    assert set(scalars["train/reward/policy_forwards"].values()) == {float(MICRO_BATCHES)}
     # The actor trained and vLLM holds exactly its weights.
     report = json.loads((maestro_run["out"] / "model/weight_sync_check.json").read_text())
     assert all(e["equal"] for e in report["engines"]), report
@@ -83,7 +83,7 @@ def test_resume_restores_the_conductor_exactly_and_continues(maestro_run, resume
     restored = torch.load(ckpt / "reward_aggregator_restored.pt", weights_only=True)
     assert restored["global_step"] == 2
     model_states = next((ckpt / "_actor" / "global_step2").glob("*model_states.pt"))
-    saved = torch.load(model_states, weights_only=False, map_location="cpu")["maestro"]
+    saved = torch.load(model_states, weights_only=False, map_location="cpu")["reward_aggregator"]
     assert state_equal(restored["state"], saved["state"])
     scalars = latest_run_scalars(resumed_run["out"] / "tensorboard")
     assert steps_of(scalars, "train/maestro/updates") == [3, 4]
@@ -147,3 +147,19 @@ def _flatten(tree, prefix=""):
             yield from _flatten(v, f"{prefix}.{i}")
     else:
         yield prefix, tree
+
+
+def test_an_aggregator_from_a_file_gets_hidden_states_and_checkpoints_its_state(tiny_model_dir, tmp_path_factory):
+    """No edit to the package: the class declares needs_hidden and its state; the registry and the spec do the rest."""
+    target = f"{Path(__file__).with_name('custom_aggregator.py')}:HiddenWidthAggregator"
+    run = run_example(tmp_path_factory.mktemp("custom-run"), tiny_model_dir, AGGREGATOR=target, STEPS_PROMPTS="8")
+    assert run["returncode"] == 0, log_tail(run)
+    scalars = latest_run_scalars(run["out"] / "tensorboard")
+    assert scalars["train/custom/hidden_width"] == {1: 128.0, 2: 128.0}  # the tiny model's H
+    assert all(v > 0 for v in scalars["train/custom/hidden_norm"].values())
+    assert scalars["train/custom/calls"] == {1: 1.0, 2: 2.0}
+    for step in (1, 2):
+        mean = sum(scalars[f"train/obj/{n}"][step] for n in OBJECTIVES) / len(OBJECTIVES)  # OpenRLHF logs obj/*
+        assert scalars["train/reward"][step] == pytest.approx(mean, abs=1e-5)
+    saved = torch.load(run["out"] / "model/reward_aggregator.pt", weights_only=True)
+    assert saved["aggregator"] == target and saved["hidden_size"] == 128 and saved["state"] == {"calls": 2}

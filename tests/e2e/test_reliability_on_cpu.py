@@ -96,7 +96,7 @@ def test_sigkill_after_a_checkpoint_then_resume_restores_the_conductor(tiny_mode
     step = restored["global_step"]
     assert step >= 2 and step % 2 == 0  # the last complete checkpoint before the kill
     model_states = next((ckpt / "_actor" / f"global_step{step}").glob("*model_states.pt"))
-    saved = torch.load(model_states, weights_only=False, map_location="cpu")["maestro"]["state"]
+    saved = torch.load(model_states, weights_only=False, map_location="cpu")["reward_aggregator"]["state"]
     assert state_equal(restored["state"], saved)
     scalars = latest_run_scalars(resumed["out"] / "tensorboard")
     steps = sorted(scalars["train/maestro/updates"])

@@ -62,9 +62,9 @@ def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp
     # entropy is in nats, at most log(vocab); perplexity is a within-group rank in [0, 1] with mean 0.5
     assert all(0 < v < math.log(2048) for v in scalars["train/reward/entropy"].values())
     assert all(v == pytest.approx(0.5) for v in scalars["train/reward/perplexity"].values())
-    assert all(v > 1 for v in scalars["train/maestro/perplexity"].values())
-    assert all(v > 0 for v in scalars["train/maestro/seconds_perplexity"].values())  # its cost is reported
-    assert set(scalars["train/maestro/policy_forwards"].values()) == {4.0}  # entropy costs no extra forward
+    assert all(v > 1 for v in scalars["train/perplexity/mean"].values())
+    assert all(v > 0 for v in scalars["train/perplexity/seconds"].values())  # its cost is reported
+    assert set(scalars["train/reward/policy_forwards"].values()) == {4.0}  # entropy costs no extra forward
 
 
 DEMO_ROWS = (REPO / "examples/data/demo_prompts.jsonl").read_text().splitlines()
@@ -89,7 +89,7 @@ def assert_stopped_before_step_1(run: dict, message: str) -> None:
     log = run["log"].read_text(errors="replace")
     assert run["returncode"] != 0
     assert message in log
-    assert "--maestro.drop_invalid_samples" in log  # the error names the way out
+    assert "--reward.drop_invalid_samples" in log  # the error names the way out
     assert "Global step 1" not in log
 
 
@@ -103,13 +103,13 @@ def test_dropping_invalid_samples_is_opt_in_and_counted(tiny_model_dir, tmp_path
     run = run_example(
         tmp_path_factory.mktemp("dropping"),
         tiny_model_dir,
-        "--maestro.drop_invalid_samples",
+        "--reward.drop_invalid_samples",
         REWARD_FN=str(REPO / "tests/e2e/raising_reward.py"),
         STEPS_PROMPTS="8",
     )
     assert run["returncode"] == 0, log_tail(run)
     scalars = latest_run_scalars(run["out"] / "tensorboard")
-    dropped = scalars["train/maestro/dropped_samples"]
+    dropped = scalars["train/reward/dropped_samples"]
     assert sorted(dropped) == [1, 2]
     assert sum(dropped.values()) > 0  # the demo data mixes arithmetic (raising) and writing prompts
     assert all(math.isfinite(v) for v in scalars["train/reward/match"].values())
@@ -131,10 +131,10 @@ def test_nan_and_wrong_type_objectives_are_dropped_and_counted_when_asked(tiny_m
     even, odd = _parity(MATH_ROWS, 0), _parity(MATH_ROWS, 1)
     rows = [even[0], odd[0], *WRITING_ROWS[:2], even[1], odd[1], *WRITING_ROWS[2:4]]
     out = tmp_path_factory.mktemp("bad-values")
-    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--maestro.drop_invalid_samples")
+    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--reward.drop_invalid_samples")
     assert run["returncode"] == 0, log_tail(run)
     scalars = latest_run_scalars(run["out"] / "tensorboard")
     # 4 of the 8 prompts report a bad value, 4 samples each: 16 responses over the two steps, whatever the order.
-    assert sum(scalars["train/maestro/dropped_samples"].values()) == 16
+    assert sum(scalars["train/reward/dropped_samples"].values()) == 16
     for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match"):
         assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])

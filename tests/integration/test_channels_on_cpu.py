@@ -18,11 +18,9 @@ from openrlhf_maestro.integration.channels import (
     response_mean,
     token_entropy,
 )
-from openrlhf_maestro.integration.experience import (
-    _fill_with_group_means,
-    group_relative_advantages,
-    sample_problems,
-)
+from openrlhf_maestro.integration.experience import sample_problems
+from openrlhf_maestro.integration.hook import fill_with_group_means
+from openrlhf_maestro.method import group_advantages
 
 
 def test_token_entropy_matches_the_definition_in_chunks():
@@ -62,11 +60,11 @@ def test_dropped_rows_get_zero_advantage_and_do_not_move_the_group():
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     invalid = torch.tensor([False, True, False, False, False, False, False, False])
     matrix = torch.tensor([[1.0, 0.0], [float("nan"), float("nan")], [3.0, 2.0], [2.0, 1.0]] + [[0.0, 0.0]] * 4)
-    filled = _fill_with_group_means(matrix, invalid, groups)
+    filled = fill_with_group_means(matrix, invalid, groups)
     assert filled[1].tolist() == [2.0, 1.0]
-    scalar = _fill_with_group_means(torch.tensor([1.0, 9.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0]), invalid, groups)
+    scalar = fill_with_group_means(torch.tensor([1.0, 9.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0]), invalid, groups)
     for estimator in ("group_norm", "dr_grpo", "rloo", "reinforce_baseline"):
-        assert group_relative_advantages(scalar, groups, estimator)[1].item() == pytest.approx(0.0, abs=1e-6)
+        assert group_advantages(scalar, groups, estimator)[1].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_sample_problems_name_the_objective():

@@ -18,14 +18,16 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 from transformers import AutoModelForCausalLM
 
-from openrlhf_maestro.integration.experience import (
+from openrlhf_maestro.integration.flags import add_plugin_arguments, spec_from_flags, validate
+from openrlhf_maestro.integration.hidden_states import HiddenStateCapture, select_context, terminal_positions
+from openrlhf_maestro.integration.hook import (
+    AggregatorHook,
     MissingObjectiveError,
     group_ids_of,
-    group_relative_advantages,
+    load_standalone,
     objective_matrix,
 )
-from openrlhf_maestro.integration.flags import GROUP_RELATIVE_ESTIMATORS, add_maestro_arguments, validate
-from openrlhf_maestro.integration.hidden_states import HiddenStateCapture, select_context, terminal_positions
+from openrlhf_maestro.method import GROUP_ESTIMATORS, group_advantages
 
 
 def parse(*flags: str) -> argparse.Namespace:
@@ -39,7 +41,7 @@ def parse(*flags: str) -> argparse.Namespace:
     parser.add_argument("--train.agent_func_path", default=None)
     parser.add_argument("--reward.remote_url", default="reward.py")
     parser.add_argument("--reward.model_name_or_path", default=None)
-    add_maestro_arguments(parser)
+    add_plugin_arguments(parser)
     return parser.parse_args(list(flags))
 
 
@@ -58,8 +60,11 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
     "flags, expected",
     [
         (["--reward.aggregator", "maestro"], "needs --reward.objectives"),
-        (["--reward.aggregator", "sum", "--reward.objectives", "a,a"], "names ['a'] more than once"),
-        (["--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "1"], "has 1 values for 2"),
+        (["--reward.aggregator", "sum", "--reward.objectives", "a,a"], "name ['a'] more than once"),
+        (
+            ["--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "1"],
+            "2 finite numbers, one per",
+        ),
         (
             ["--reward.aggregator", "sum", "--reward.objectives", "a", "--reward.weights", "x"],
             "comma-separated numbers",
@@ -84,7 +89,14 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
             "--reward.model_name_or_path",
         ),
         (
-            ["--reward.aggregator", "maestro", "--reward.objectives", "a", "--maestro.reference_template", "x"],
+            [
+                "--reward.aggregator",
+                "maestro",
+                "--reward.objectives",
+                "perplexity",
+                "--perplexity.reference_template",
+                "x",
+            ],
             "must contain {reference}",
         ),
     ],
@@ -97,7 +109,10 @@ def test_each_bad_combination_is_named(flags, expected):
 def test_unknown_aggregator_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit):
         parse("--reward.aggregator", "median")
-    assert "invalid choice: 'median'" in capsys.readouterr().err
+    assert (
+        "unknown reward aggregator 'median'; valid names: ['gdpo', 'maestro', 'random', 'sum']"
+        in capsys.readouterr().err
+    )
 
 
 def test_terminal_positions_follow_openrlhfs_action_mask_layout():
@@ -137,7 +152,7 @@ def _experience(rewards, index, info=None, num_actions=3):
     )
 
 
-@pytest.mark.parametrize("estimator", GROUP_RELATIVE_ESTIMATORS)
+@pytest.mark.parametrize("estimator", GROUP_ESTIMATORS)
 def test_feedback_advantages_equal_openrlhfs_own(estimator):
     """OpenRLHF's real compute_advantages_and_returns with KL off: the per-response return is its advantage."""
     n = 4
@@ -152,9 +167,7 @@ def test_feedback_advantages_equal_openrlhfs_own(estimator):
         data=SimpleNamespace(max_len=16),
     )
     maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
-    ours = group_relative_advantages(
-        torch.cat([e.rewards for e in experiences]), group_ids_of(experiences, n), estimator
-    )
+    ours = group_advantages(torch.cat([e.rewards for e in experiences]), group_ids_of(experiences, n), estimator)
     theirs = torch.cat([e.info["return"] for e in maker.compute_advantages_and_returns(experiences)])
     if estimator == "reinforce_baseline":  # OpenRLHF then whitens over the batch (experience_maker.py 323-338)
         theirs = torch.cat([e.advantages[:, -1] for e in experiences])
@@ -176,29 +189,28 @@ def test_objectives_are_read_in_experience_order_and_a_missing_one_is_named():
     assert group_ids_of(experiences, 2).tolist() == [0, 0, 1]
 
 
-def test_standalone_aggregator_file_round_trips(tmp_path):
-    from openrlhf_maestro.integration.trainer import (
-        aggregator_record,
-        build_aggregator_from_args,
-        load_standalone,
-        save_standalone,
-    )
+def _hook(*flags: str, hidden_size: int | None = None) -> AggregatorHook:
+    """The hook the launcher builds from these flags (nested args as OpenRLHF passes them; no model loads)."""
+    from openrlhf.utils.config import hierarchize
 
-    args = SimpleNamespace(
-        reward=SimpleNamespace(aggregator="maestro", objectives="format,length", weights="3,1"),
-        maestro=SimpleNamespace(
-            **{
-                k.removeprefix("maestro."): v
-                for k, v in vars(parse("--maestro.lr", "0.05")).items()
-                if k.startswith("maestro.")
-            }
-        ),
-    )
-    aggregator = build_aggregator_from_args(args, hidden_size=8)
+    ns = parse(*flags)
+    args = hierarchize(ns)
+    args.actor = SimpleNamespace(model_name_or_path=None)
+    spec = spec_from_flags(ns)
+    hook = AggregatorHook.__new__(AggregatorHook)  # __init__ would read H from the model's config
+    hook.args, hook.spec, hook.hidden_size, hook.steps = args, spec, hidden_size, 0
+    hook.aggregator = spec.build(hidden_size)
+    return hook
+
+
+def test_standalone_aggregator_file_round_trips(tmp_path):
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "format,length", "--reward.weights", "3,1")
+    hook = _hook(*flags, "--maestro.lr", "0.05", hidden_size=8)
+    aggregator = hook.aggregator
     torch.manual_seed(0)
     out = aggregator.aggregate(torch.rand(8, 2), torch.arange(8) // 4, torch.randn(8, 8))
-    aggregator.feedback(group_relative_advantages(out.rewards, torch.arange(8) // 4, "group_norm"))
-    path = save_standalone(str(tmp_path), aggregator_record(args, aggregator, 8), aggregator)
+    aggregator.feedback(group_advantages(out.rewards, torch.arange(8) // 4, "group_norm"))
+    path = hook.save_standalone(tmp_path)
     assert torch.load(path, weights_only=True)["objectives"] == ["format", "length"]
     restored = load_standalone(path)
     assert restored.config.lr == 0.05 and list(restored.config.prior) == [3.0, 1.0]
@@ -207,27 +219,15 @@ def test_standalone_aggregator_file_round_trips(tmp_path):
 
 
 def test_random_ablation_from_flags_shares_maestros_options_and_round_trips(tmp_path):
-    from openrlhf_maestro.integration.trainer import (
-        aggregator_record,
-        build_aggregator_from_args,
-        load_standalone,
-        save_standalone,
-    )
-
-    flags = vars(parse("--maestro.beta", "1.0", "--maestro.seed", "7", "--maestro.normalization", "none"))
-    args = SimpleNamespace(
-        reward=SimpleNamespace(aggregator="random", objectives="format,length", weights="3,1"),
-        maestro=SimpleNamespace(
-            **{k.removeprefix("maestro."): v for k, v in flags.items() if k.startswith("maestro.")}
-        ),
-    )
-    aggregator = build_aggregator_from_args(args, hidden_size=None)
+    flags = ("--reward.aggregator", "random", "--reward.objectives", "format,length", "--reward.weights", "3,1")
+    hook = _hook(*flags, "--maestro.beta", "1.0", "--maestro.seed", "7", "--maestro.normalization", "none")
+    aggregator = hook.aggregator
     rewards = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5], [3.0, 1.0]])
     out = aggregator.aggregate(rewards, torch.tensor([0, 0, 1, 1]))
     # beta = 1 and no normalization: each response is scored by exactly one raw objective.
     assert all(sorted(row) == [0.0, 1.0] for row in out.weights.tolist()), out.weights
     assert torch.equal(out.rewards, (out.weights * rewards).sum(-1))
-    path = save_standalone(str(tmp_path), aggregator_record(args, aggregator, None), aggregator)
+    path = hook.save_standalone(tmp_path)
     restored = load_standalone(path)
     assert torch.equal(
         restored.aggregate(rewards, torch.tensor([0, 0, 1, 1])).rewards,

@@ -16,7 +16,7 @@ standin_finder.install()  # OpenRLHF imports flash_attn unconditionally; the CPU
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
 from openrlhf_maestro.integration.experience import InvalidSampleError
-from openrlhf_maestro.integration.samples import MaestroSamplesGenerator, is_one_number, malformed_objectives
+from openrlhf_maestro.integration.samples import ObjectiveCheckingSamplesGenerator, is_one_number, malformed_objectives
 
 
 def response(**extra_logs) -> dict:
@@ -33,7 +33,7 @@ def response(**extra_logs) -> dict:
     }
 
 
-def generator(cls=MaestroSamplesGenerator, **kwargs):
+def generator(cls=ObjectiveCheckingSamplesGenerator, **kwargs):
     strategy = SimpleNamespace(args=SimpleNamespace())
     return cls(
         strategy=strategy, prompts_dataloader=None, eval_dataloader=None, tokenizer=None, vllm_engines=[], **kwargs
@@ -60,7 +60,7 @@ def test_a_malformed_objective_stops_with_the_key_value_type_and_prompt() -> Non
     with pytest.raises(InvalidSampleError) as err:
         gen._process_response_into_experience(response(**{"obj/match": 1.0, "obj/length": "0.5"}))
     message = str(err.value)
-    for part in ("obj/length = '0.5' (str)", "'What is 2 + 2?'", "--maestro.drop_invalid_samples"):
+    for part in ("obj/length = '0.5' (str)", "'What is 2 + 2?'", "--reward.drop_invalid_samples"):
         assert part in message, message
 
 

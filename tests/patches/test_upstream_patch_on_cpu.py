@@ -33,7 +33,7 @@ from _support import REPO, clean_env
 from openrlhf_maestro.report import latest_run_scalars
 from openrlhf_maestro.runtime import SITE_DIR
 from openrlhf_maestro.runtime.cpu_patches import CPU_ENV
-from openrlhf_maestro.upstream_hook import AggregatorArgsError, parse_aggregator_args
+from openrlhf_maestro.spec import AggregatorSpec, SpecError
 
 OPENRLHF_VERSION = "0.11.2"
 WHEEL_ENV = "OPENRLHF_WHEEL"
@@ -188,7 +188,7 @@ except ValueError as err:
     out["unknown"] = str(err)
 
 def args(name, aggregator_args, estimator="group_norm"):
-    return NS(reward=NS(aggregator=name, aggregator_args=json.dumps(aggregator_args)),
+    return NS(reward=NS(aggregator=name, aggregator_args=json.dumps(aggregator_args), remote_url="r.py"),
               rollout=NS(n_samples_per_prompt=4), algo=NS(advantage=NS(estimator=estimator)),
               actor=NS(model_name_or_path=model), ckpt=NS(disable_ds=False))
 
@@ -240,12 +240,8 @@ def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tin
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     out = json.loads(lines[-1].removeprefix("RESULT "))
     print(f"flash_attn installed: {out['flash_attn_installed']} (if not, its import in the patched tree is optional)")
-    assert out["resolved"] == {
-        "maestro": "MaestroRewardAggregator",
-        "sum": "SumRewardAggregator",
-        "gdpo": "GDPORewardAggregator",
-        "random": "RandomRewardAggregator",
-    }
+    # One hook class for every name: it reads the name from args.reward.aggregator and asks the registry.
+    assert out["resolved"] == dict.fromkeys(("maestro", "sum", "gdpo", "random"), "AggregatorHook")
     assert "'gdpo', 'maestro', 'random', 'sum'" in out["unknown"] and "module:Class" in out["unknown"]
     missing, not_grouped, bad_tau = out["errors"]
     assert '"objectives"' in missing and "extra_logs" in missing
@@ -254,7 +250,7 @@ def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tin
     assert out["needs_hidden_states"] is True and out["position"] == "prompt"
     assert out["rewards_replaced"]
     expected = {f"maestro/weight/{n}" for n in OBJECTIVES} | {f"reward/{n}" for n in OBJECTIVES}
-    assert expected | {"maestro/updates", "maestro/entropy", "maestro/seconds_aggregate"} <= set(out["logs"])
+    assert expected | {"maestro/updates", "maestro/entropy", "reward/seconds_aggregate"} <= set(out["logs"])
     assert out["updates"] == 1.0 and out["restored"]
     assert "cannot resume" in out["mismatch"] and "objectives" in out["mismatch"]
 
@@ -264,18 +260,21 @@ def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tin
     [
         ("maestro", {}, '"objectives": a non-empty list'),
         ("sum", {"objectives": "format,length"}, '"objectives": a non-empty list'),
-        ("sum", {"objectives": ["a", "a"]}, "distinct non-empty strings"),
-        ("gdpo", {"objectives": ["a", "b"], "weights": [1]}, "list of 2 finite numbers"),
-        ("gdpo", {"objectives": ["a", "b"], "weights": [1, True]}, "list of 2 finite numbers"),
-        ("sum", {"objectives": ["a", "b"], "maestro": {"lr": 1.0}}, "only apply to the maestro aggregator"),
+        ("sum", {"objectives": ["a", "a"]}, "name ['a'] more than once"),
+        ("sum", {"objectives": ["a b"]}, "are not valid: use letters"),
+        ("gdpo", {"objectives": ["a", "b"], "weights": [1]}, "2 finite numbers, one per objective"),
+        ("gdpo", {"objectives": ["a", "b"], "weights": [1, True]}, "2 finite numbers, one per objective"),
+        ("sum", {"objectives": ["a", "b"], "maestro": {"lr": 1.0}}, "the 'sum' aggregator has no options ['lr']"),
+        ("sum", {"objectives": ["a", "b"], "context": "prompt"}, '"context" only applies to aggregators that read'),
         ("maestro", {"objectives": ["a", "b"], "context": "middle"}, "'response', 'prompt'"),
-        ("maestro", {"objectives": ["a", "b"], "maestro": {"prior": [1, 1]}}, 'the prior is "weights"'),
+        ("maestro", {"objectives": ["a", "b"], "maestro": {"prior": [1, 1]}}, "the prior is the weights"),
+        ("maestro", {"objectives": ["a", "b"], "options": {"tau": 0}}, "tau must be a finite number > 0"),
         ("maestro", {"objectives": ["a", "b"], "objective": ["c"]}, "unknown keys ['objective']"),
     ],
 )
 def test_aggregator_args_errors_name_the_fix(aggregator: str, options: dict, message: str):
-    with pytest.raises(AggregatorArgsError, match="--reward.aggregator_args") as err:
-        parse_aggregator_args(aggregator, options)
+    with pytest.raises(SpecError, match="--reward.aggregator_args") as err:
+        AggregatorSpec.from_aggregator_args(aggregator, options)
     assert message in str(err.value)
 
 

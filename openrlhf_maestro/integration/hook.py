@@ -1,0 +1,263 @@
+"""``AggregatorHook``: the plugin's integration with OpenRLHF, the same object on both paths.
+
+Per rollout batch, between OpenRLHF's model forwards and its advantages:
+
+    before_advantages(experiences, hidden_states)  (N, K) objectives from info["obj/<name>"] -> R (N,) into
+                                                   experience.rewards and info["reward"]; responses whose
+                                                   reward function failed get their group's mean (zero
+                                                   advantage) under drop_invalid_samples, else the step stops
+    after_advantages(experiences)                  the group-relative advantages of the final R (after
+                                                   OpenRLHF's length penalties) -> the aggregator's feedback
+    state_dict / load_state_dict                   the spec's record + the aggregator's state (checkpoints)
+
+Both return {name: float}, logged as ``train/<name>``.
+
+- **Patched OpenRLHF** (``patches/openrlhf-0.11.2-reward-aggregator.patch``): every name in the entry-point
+  group ``openrlhf.reward_aggregators`` points at this class; OpenRLHF builds it as
+  ``AggregatorHook(args, **json.loads(--reward.aggregator_args))`` and ``make_experience_batch`` calls it.
+- **Unpatched OpenRLHF** (the launcher): ``AggregatingPPOTrainer`` builds ``AggregatorHook(args, spec=...)`` from
+  the flags, and ``AggregatingExperienceMaker`` calls the same methods at the same two points.
+
+The aggregator itself comes from the spec and the registry (``openrlhf_maestro.method``): this module never
+compares an aggregator's name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from openrlhf_maestro.method import RewardAggregator, group_advantages
+from openrlhf_maestro.spec import AggregatorSpec, SpecError
+
+CLIENT_STATE_KEY = "reward_aggregator"  # the checkpoint's client_states key, as in the upstream patch
+LEGACY_CLIENT_STATE_KEY = "maestro"  # checkpoints written before 0.3 (read on resume, never written)
+STANDALONE_NAME = "reward_aggregator"
+INVALID_KEY = "reward/invalid"  # info flag set per sample before the forwards (launcher path)
+
+
+class MissingObjectiveError(KeyError):
+    """The reward function did not report a declared objective."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class InvalidSampleError(ValueError):
+    """A response whose reward or objective is missing, None or non-finite (and dropping is not enabled)."""
+
+
+def hidden_size_of(pretrain: str) -> int:
+    """H of the policy: ``hidden_size`` of its (text) config."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(pretrain, trust_remote_code=True)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text.hidden_size)
+
+
+def objective_matrix(experiences: list, objectives: list[str]) -> torch.Tensor:
+    """(N, K) float32: column k holds ``info["obj/<objectives[k]>"]`` of every response, in experience order."""
+    columns = []
+    for name in objectives:
+        key = f"obj/{name}"
+        if not all(key in e.info for e in experiences):
+            reported = sorted({k for e in experiences for k in e.info if k.startswith("obj/")})
+            raise MissingObjectiveError(
+                f"the reward function reported no '{key}' for objective '{name}' of the aggregator's objectives; it "
+                f"reported {reported or 'no obj/* keys'}. Put extra_logs['{key}'] = <float> in its return value, "
+                f"or drop '{name}' from the objectives."
+            )
+        columns.append(torch.cat([e.info[key].reshape(-1).float() for e in experiences]))
+    return torch.stack(columns, dim=1)
+
+
+def group_ids_of(experiences: list, n_samples_per_prompt: int) -> torch.Tensor:
+    """(N,) prompt-group id of every response: rollout samples are prompt-major, n per prompt."""
+    index = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)))
+    return index // n_samples_per_prompt
+
+
+def fill_with_group_means(values: torch.Tensor, invalid: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """(N, ...) values: the rows of dropped responses become the mean of their group's valid rows (0 if none).
+
+    Applied to the objective matrix it keeps the per-objective normalization of the group unchanged; applied to
+    the scalar R it leaves the group mean as it was, so a dropped response's group-relative advantage is exactly
+    0 (group_norm, dr_grpo, reinforce_baseline, and rloo with one dropped response per group).
+    """
+    if not invalid.any():
+        return values
+    out = values.clone()
+    for gid in torch.unique(group_ids[invalid]):
+        rows = group_ids == gid
+        valid = rows & ~invalid
+        out[rows & invalid] = values[valid].mean(dim=0) if valid.any() else torch.zeros(values.shape[1:])
+    return out
+
+
+def set_objective(experiences: list, name: str, values: torch.Tensor) -> None:
+    for experience, piece in zip(experiences, values.split([len(e.index) for e in experiences]), strict=True):
+        experience.info[f"obj/{name}"] = piece.float()
+
+
+def check_resumable(saved: dict, current: dict) -> None:
+    """Refuse to load an aggregator state saved for another aggregator, other objectives or another model width."""
+    for key in ("aggregator", "objectives", "hidden_size"):
+        if saved.get(key) != current.get(key):
+            raise ValueError(
+                f"cannot resume: the checkpoint's reward aggregator has {key}={saved.get(key)!r}, this run's has "
+                f"{current.get(key)!r}; resume with the same aggregator flags and model, or start a new --ckpt.path"
+            )
+
+
+class AggregatorHook:
+    """One run's reward aggregation as an OpenRLHF reward-aggregator hook (module docstring).
+
+    Args:
+        args: OpenRLHF's nested args (``args.rollout``, ``args.algo``, ``args.actor``, ...).
+        spec: the aggregation (the launcher passes it); without it the spec comes from ``args.reward.aggregator``
+            and ``aggregator_args``, the JSON object of ``--reward.aggregator_args`` (the patched OpenRLHF).
+    """
+
+    def __init__(self, args, spec: AggregatorSpec | None = None, **aggregator_args) -> None:
+        from openrlhf_maestro.integration.flags import openrlhf_problems
+
+        if spec is None:
+            spec = AggregatorSpec.from_aggregator_args(args.reward.aggregator, aggregator_args)
+        problems = openrlhf_problems(spec, args)
+        if problems:
+            raise SpecError("; ".join(problems))
+        self.args = args
+        self.spec = spec
+        self.hidden_size = hidden_size_of(args.actor.model_name_or_path) if spec.needs_hidden else None
+        self.aggregator: RewardAggregator = spec.build(self.hidden_size)
+        self.steps = 0  # before_advantages calls, for the weights log (checkpointed)
+
+    # -- what OpenRLHF reads before it runs the forwards ----------------------------------------------------
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self.spec.needs_hidden
+
+    @property
+    def hidden_states_position(self) -> str:
+        return self.spec.context
+
+    @property
+    def record(self) -> dict:
+        """What identifies this aggregation: the spec, plus the policy width for a hidden-state aggregator."""
+        return {**self.spec.to_json(), "hidden_size": self.hidden_size}
+
+    # -- the two calls per rollout batch ---------------------------------------------------------------------
+
+    def before_advantages(self, experiences: list, hidden_states: list[torch.Tensor] | None) -> dict[str, float]:
+        t0 = time.perf_counter()
+        spec = self.spec
+        group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
+        rewards = objective_matrix(experiences, list(spec.objectives))
+        invalid = self._invalid_rows(experiences, rewards)
+        logs: dict[str, float] = {}
+        if spec.drop_invalid_samples:
+            logs["reward/dropped_samples"] = float(invalid.sum())
+        rewards = fill_with_group_means(rewards, invalid, group_ids)
+        if invalid.any():  # keep OpenRLHF's own obj/* logs finite
+            for k, name in enumerate(spec.objectives):
+                set_objective(experiences, name, rewards[:, k])
+        hidden = None
+        if spec.needs_hidden:
+            if hidden_states is None:
+                raise RuntimeError(
+                    f"OpenRLHF passed no hidden states to the {spec.aggregator!r} aggregator, which needs them: "
+                    "apply patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher"
+                )
+            hidden = torch.cat(list(hidden_states))
+        out = self.aggregator.aggregate(rewards, group_ids, hidden)
+        scalar = fill_with_group_means(out.rewards, invalid, group_ids)  # dropped rows: zero advantage
+        for experience, piece in zip(experiences, scalar.split([len(e.index) for e in experiences]), strict=True):
+            experience.rewards = piece.float()  # R is real-valued even when the reward function returned ints
+            experience.info["reward"] = experience.rewards.clone()
+        self.steps += 1
+        if spec.weights_log and out.weights is not None:
+            prompts = [p for e in experiences for p in e.prompts]
+            append_weights_log(spec.weights_log, self.steps, list(spec.objectives), prompts, out.weights)
+        logs.update(out.metrics)
+        logs["reward/seconds_aggregate"] = time.perf_counter() - t0
+        return logs
+
+    def after_advantages(self, experiences: list) -> dict[str, float]:
+        t0 = time.perf_counter()
+        rewards = torch.cat([e.rewards.reshape(-1).float() for e in experiences])  # R after length penalties
+        group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
+        advantages = group_advantages(rewards, group_ids, self.args.algo.advantage.estimator)
+        logs = dict(self.aggregator.feedback(advantages))
+        logs["reward/seconds_feedback"] = time.perf_counter() - t0
+        return logs
+
+    def _invalid_rows(self, experiences: list, rewards: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: responses whose reward function failed (flagged before the forwards, or a non-finite
+        objective). Raises unless ``drop_invalid_samples``; a non-finite model channel always raises."""
+        spec = self.spec
+        flagged = torch.cat(
+            [e.info.get(INVALID_KEY, torch.zeros(len(e.index))).reshape(-1) for e in experiences]
+        ).bool()
+        bad = ~torch.isfinite(rewards)
+        for k, name in enumerate(spec.objectives):
+            rows = bad[:, k] & ~flagged
+            if rows.any() and (name in spec.model_channels or not spec.drop_invalid_samples):
+                row = int(rows.nonzero()[0])
+                raise InvalidSampleError(
+                    f"objective '{name}' is {rewards[row, k].item()} (not finite) for response {row} of this batch. "
+                    + (
+                        "It is a model channel: this is a bug or a numerical overflow in the policy."
+                        if name in spec.model_channels
+                        else "Fix the reward function, or pass --reward.drop_invalid_samples to give such "
+                        "responses zero advantage and count them in reward/dropped_samples."
+                    )
+                )
+        return flagged | bad.any(dim=1)
+
+    # -- checkpoints and the standalone file -----------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The record and the aggregator's whole state (``torch.load(weights_only=True)``-safe)."""
+        return {**self.record, "steps": self.steps, "state": self.aggregator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        check_resumable(state, self.record)
+        self.aggregator.load_state_dict(state["state"])
+        self.steps = int(state.get("steps", 0))
+
+    def save_standalone(self, output_dir: str | os.PathLike) -> Path:
+        """Write ``reward_aggregator.pt`` (record + state, loadable with ``weights_only=True``) and its ``.json``."""
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), out / f"{STANDALONE_NAME}.pt")
+        (out / f"{STANDALONE_NAME}.json").write_text(json.dumps(self.record, indent=2))
+        return out / f"{STANDALONE_NAME}.pt"
+
+
+def load_standalone(path: str | os.PathLike) -> RewardAggregator:
+    """Rebuild an aggregator from ``reward_aggregator.pt`` (e.g. to inspect a trained Conductor offline)."""
+    saved = torch.load(path, weights_only=True)
+    aggregator = AggregatorSpec.from_json(saved).build(saved.get("hidden_size"))
+    aggregator.load_state_dict(saved["state"])
+    return aggregator
+
+
+def append_weights_log(path: str, step: int, objectives: list[str], prompts: list[str], weights: torch.Tensor) -> None:
+    """One JSON line per response: {"step", "prompt", "weights": {name: w}, "emphasis": argmax name}."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        for prompt, row in zip(prompts, weights.tolist(), strict=True):
+            record = {
+                "step": step,
+                "prompt": prompt,
+                "weights": dict(zip(objectives, row, strict=True)),
+                "emphasis": objectives[max(range(len(row)), key=row.__getitem__)],
+            }
+            fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,256 @@
+"""``AggregatorSpec``: everything that describes a run's reward aggregation, in one validated value.
+
+Three sources parse into it, and it serializes back to the third:
+
+- the launcher's flags (``--reward.aggregator/objectives/weights``, ``--maestro.*``, ``--perplexity.*``,
+  ``--reward.drop_invalid_samples``, ``--reward.weights_log``): ``AggregatorSpec.from_flags(args)``;
+- OpenRLHF's hook flag ``--reward.aggregator_args`` (a JSON object): ``AggregatorSpec.from_aggregator_args``;
+- the saved ``reward_aggregator.json`` / checkpoint record: ``AggregatorSpec.from_json(spec.to_json())``.
+
+One naming rule for objectives (``OBJECTIVE_NAME``), one validation (``__post_init__``). The aggregator's
+class (from the registry in ``openrlhf_maestro.method``) says which options it reads, whether its weights
+are a prior and whether it needs hidden states; nothing here compares an aggregator's name. No Ray or
+OpenRLHF import.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from openrlhf_maestro.method import RewardAggregator, get_aggregator
+
+OBJECTIVE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+CONTEXTS = ("response", "prompt")
+# Objectives the plugin computes from the models instead of reading them from the reward function.
+MODEL_CHANNELS = ("entropy", "perplexity", "preference")
+# Options of the model channels that have any, with their defaults.
+CHANNEL_OPTIONS: dict[str, dict[str, str]] = {
+    "perplexity": {"reasoning_end": "</think>", "reference_template": "\n\n<answer>\n{reference}\n</answer>"},
+}
+ARGS_FLAG = "--reward.aggregator_args"
+JSON_KEYS_OF_FIELD = {"aggregator": "--reward.aggregator"}  # every other field is its own JSON key
+JSON_KEYS = ("objectives", "weights", "options", "context", "channels", "drop_invalid_samples", "weights_log")
+
+
+class SpecError(ValueError):
+    """The aggregation described is invalid; the message names the value and the fix.
+
+    ``field`` names the spec field at fault, so each source can name its own flag or key for it.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class AggregatorSpec:
+    aggregator: str
+    """A registered name (``available_aggregators()``), an entry point, ``module:Class`` or ``file.py:Class``."""
+    objectives: tuple[str, ...]
+    """K objective names: ``extra_logs["obj/<name>"]`` of the reward function, or a model channel."""
+    weights: tuple[float, ...] | None = None
+    """K numbers: static weights, or the prior w_prior when the aggregator's ``weights_are_prior``."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The aggregator's own options; only names in its class's ``option_names``."""
+    context: str = "response"
+    """Where a hidden-state aggregator reads h: the response's last token or the prompt's."""
+    channels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Options of the model channels among the objectives (defaults from ``CHANNEL_OPTIONS``)."""
+    drop_invalid_samples: bool = False
+    """A response whose reward function failed gets zero advantage and is counted, instead of stopping the step."""
+    weights_log: str | None = None
+    """Append one JSON line per response and step (prompt, weights) to this file."""
+
+    def __post_init__(self) -> None:
+        cls = self.aggregator_class  # raises on an unknown name
+        objectives = tuple(self.objectives)
+        if not objectives:
+            raise SpecError(
+                f"the {self.aggregator!r} aggregator needs objectives: the keys obj/<name> your reward function "
+                "puts in extra_logs, or model channels",
+                field="objectives",
+            )
+        bad = [o for o in objectives if not isinstance(o, str) or not OBJECTIVE_NAME.match(o)]
+        if bad:
+            raise SpecError(
+                f"objective names {bad} are not valid: use letters, digits, '_', '.' or '-' (no ',', '/' or spaces)",
+                field="objectives",
+            )
+        repeated = sorted({o for o in objectives if objectives.count(o) > 1})
+        if repeated:
+            raise SpecError(f"objectives name {repeated} more than once", field="objectives")
+        object.__setattr__(self, "objectives", objectives)
+        if self.weights is not None:
+            weights = tuple(self.weights)
+            if not all(_is_number(w) for w in weights) or len(weights) != len(objectives):
+                raise SpecError(
+                    f"weights must be {len(objectives)} finite numbers, one per objective {list(objectives)}; "
+                    f"got {list(weights)}",
+                    field="weights",
+                )
+            weights = tuple(float(w) for w in weights)
+            if cls.weights_are_prior and (any(w < 0 for w in weights) or sum(weights) <= 0):
+                raise SpecError(
+                    f"the weights are {self.aggregator}'s prior: non-negative, positive sum, got {list(weights)}",
+                    field="weights",
+                )
+            object.__setattr__(self, "weights", weights)
+        unknown = sorted(set(self.options) - set(cls.option_names))
+        if unknown:
+            hint = " (the prior is the weights)" if "prior" in unknown else ""
+            raise SpecError(
+                f"the {self.aggregator!r} aggregator has no options {unknown}{hint}; it reads "
+                f"{list(cls.option_names) or 'none'}",
+                field="options",
+            )
+        object.__setattr__(self, "options", dict(self.options))
+        if self.context not in CONTEXTS:
+            raise SpecError(f"context must be one of {list(CONTEXTS)}, got {self.context!r}", field="context")
+        channels = {}
+        for name, given in dict(self.channels).items():
+            if name not in CHANNEL_OPTIONS:
+                raise SpecError(
+                    f"channel {name!r} has no options; channels with options: {list(CHANNEL_OPTIONS)}",
+                    field="channels",
+                )
+            unknown = sorted(set(given) - set(CHANNEL_OPTIONS[name]))
+            if unknown:
+                raise SpecError(
+                    f"channel {name!r} has no options {unknown}; it reads {list(CHANNEL_OPTIONS[name])}",
+                    field="channels",
+                )
+            channels[name] = {**CHANNEL_OPTIONS[name], **given}
+        for name in self.model_channels:
+            channels.setdefault(name, dict(CHANNEL_OPTIONS.get(name, {})))
+        template = channels.get("perplexity", {}).get("reference_template", "{reference}")
+        if "{reference}" not in template:
+            raise SpecError(
+                f"the perplexity channel's reference_template must contain {{reference}}: {template!r}",
+                field="channels",
+            )
+        object.__setattr__(self, "channels", {k: v for k, v in channels.items() if k in self.model_channels})
+        try:  # the aggregator's own checks of its options (e.g. MaestroConfig): fail before any model loads
+            self.build(hidden_size=None)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"the {self.aggregator!r} aggregator's options: {err}", field="options") from None
+
+    # -- what the aggregator needs ------------------------------------------------------------------------
+
+    @property
+    def aggregator_class(self) -> type[RewardAggregator]:
+        try:
+            return get_aggregator(self.aggregator)
+        except ValueError as err:
+            raise SpecError(str(err), field="aggregator") from None
+
+    @property
+    def needs_hidden(self) -> bool:
+        return self.aggregator_class.needs_hidden
+
+    @property
+    def model_channels(self) -> list[str]:
+        return [o for o in self.objectives if o in MODEL_CHANNELS]
+
+    @property
+    def function_objectives(self) -> list[str]:
+        """The objectives the reward function reports (the rest are computed by the plugin)."""
+        return [o for o in self.objectives if o not in MODEL_CHANNELS]
+
+    def build(self, hidden_size: int | None) -> RewardAggregator:
+        return self.aggregator_class.build(self.objectives, self.weights, self.options, hidden_size)
+
+    # -- JSON -----------------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict (lists, not tuples) that ``from_json`` turns back into an equal spec."""
+        return {
+            "aggregator": self.aggregator,
+            "objectives": list(self.objectives),
+            "weights": None if self.weights is None else list(self.weights),
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
+            "context": self.context,
+            "channels": {k: dict(v) for k, v in self.channels.items()},
+            "drop_invalid_samples": self.drop_invalid_samples,
+            "weights_log": self.weights_log,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AggregatorSpec:
+        """A ``to_json`` dict, or a ``reward_aggregator.json`` written before the spec existed (``config`` held
+        the options and weights were strings); keys that are not the spec's (``hidden_size``) are ignored."""
+        data = dict(data)
+        aggregator = data["aggregator"]
+        options = data.get("options")
+        if options is None:  # the older record
+            allowed = get_aggregator(aggregator).option_names
+            options = {k: v for k, v in (data.get("config") or {}).items() if k in allowed}
+        if "hidden_sizes" in options:
+            options["hidden_sizes"] = tuple(options["hidden_sizes"])
+        weights = data.get("weights")
+        return cls(
+            aggregator=aggregator,
+            objectives=tuple(data["objectives"]),
+            weights=None if weights is None else tuple(float(w) for w in weights),
+            options=options,
+            context=data.get("context", "response"),
+            channels=data.get("channels", {}),
+            drop_invalid_samples=bool(data.get("drop_invalid_samples", False)),
+            weights_log=data.get("weights_log"),
+        )
+
+    @classmethod
+    def from_aggregator_args(cls, aggregator: str, args: Mapping[str, Any]) -> AggregatorSpec:
+        """``--reward.aggregator NAME --reward.aggregator_args JSON`` (OpenRLHF's hook); errors name the flag.
+
+        Keys: objectives (required), weights, options, context, channels, drop_invalid_samples, weights_log.
+        ``maestro`` is the older spelling of ``options``.
+        """
+        try:
+            if not isinstance(args, Mapping):
+                raise SpecError(f"must be a JSON object, got {args!r}")
+            args = dict(args)
+            if "maestro" in args:
+                if "options" in args:
+                    raise SpecError('give "options" or its older spelling "maestro", not both')
+                args["options"] = args.pop("maestro")
+            unknown = sorted(set(args) - set(JSON_KEYS))
+            if unknown:
+                raise SpecError(f"unknown keys {unknown}; valid keys: {list(JSON_KEYS)}")
+            objectives = args.get("objectives")
+            if not isinstance(objectives, list) or not objectives:
+                raise SpecError(
+                    'needs "objectives": a non-empty list of the names your reward function reports as '
+                    f'extra_logs["obj/<name>"], e.g. {{"objectives": ["format", "length"]}}; got {objectives!r}'
+                )
+            for key, kind in (("options", dict), ("channels", dict)):
+                if not isinstance(args.get(key, {}), kind):
+                    raise SpecError(f'"{key}" must be a JSON object, got {args[key]!r}')
+            if "context" in args and not get_aggregator(aggregator).needs_hidden:
+                raise SpecError(f'"context" only applies to aggregators that read hidden states, not {aggregator!r}')
+            weights = args.get("weights")
+            if weights is not None and not isinstance(weights, list):
+                raise SpecError(f'"weights" must be a list of numbers, got {weights!r}')
+            return cls(
+                aggregator=aggregator,
+                objectives=tuple(objectives),
+                weights=None if weights is None else tuple(weights),
+                options=args.get("options", {}),
+                context=args.get("context", "response"),
+                channels=args.get("channels", {}),
+                drop_invalid_samples=bool(args.get("drop_invalid_samples", False)),
+                weights_log=args.get("weights_log"),
+            )
+        except SpecError as err:
+            where = f' "{JSON_KEYS_OF_FIELD.get(err.field, err.field)}"' if err.field else ""
+            raise SpecError(f"{ARGS_FLAG}{where}: {err}", err.field) from None
+        except ValueError as err:
+            raise SpecError(f"{ARGS_FLAG}: {err}") from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

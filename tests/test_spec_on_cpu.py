@@ -1,0 +1,118 @@
+"""AggregatorSpec: the three sources parse into one value, it round-trips through JSON, and it validates once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from openrlhf_maestro.integration.flags import add_plugin_arguments, spec_from_flags
+from openrlhf_maestro.method import MaestroAggregator, RandomEmphasisAggregator, RewardAggregator, SumAggregator
+from openrlhf_maestro.spec import AggregatorSpec, SpecError
+
+
+def flags(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_plugin_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_flags_json_args_and_saved_record_describe_the_same_spec():
+    from_flags = spec_from_flags(
+        flags(
+            "--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--reward.weights", "3,1",
+            "--maestro.tau", "0.5", "--maestro.context", "prompt", "--reward.drop_invalid_samples",
+            "--perplexity.reasoning_end", "</reason>",
+        )
+    )  # fmt: skip
+    assert from_flags.options["tau"] == 0.5 and from_flags.weights == (3.0, 1.0) and from_flags.drop_invalid_samples
+    assert from_flags.channels == {
+        "perplexity": {"reasoning_end": "</reason>", "reference_template": "\n\n<answer>\n{reference}\n</answer>"}
+    }
+    as_json = json.loads(json.dumps(from_flags.to_json()))
+    assert AggregatorSpec.from_json(as_json) == from_flags
+    args = {k: as_json[k] for k in ("objectives", "weights", "options", "context", "channels", "drop_invalid_samples")}
+    assert AggregatorSpec.from_aggregator_args("maestro", args) == from_flags
+
+
+def test_the_aggregator_class_decides_options_and_prior():
+    random = spec_from_flags(
+        flags("--reward.aggregator", "random", "--reward.objectives", "a,b", "--maestro.seed", "7")
+    )
+    assert set(random.options) == set(RandomEmphasisAggregator.option_names) and random.options["seed"] == 7
+    assert isinstance(random.build(None), RandomEmphasisAggregator) and not random.needs_hidden
+    total = spec_from_flags(
+        flags("--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "1,-2")
+    )
+    assert total.options == {} and total.weights == (1.0, -2.0)  # static weights may be negative, a prior not
+    assert isinstance(total.build(None), SumAggregator)
+    with pytest.raises(SpecError, match=r"maestro's prior: non-negative, positive sum, got \[1.0, -2.0\]"):
+        AggregatorSpec("maestro", ("a", "b"), weights=(1, -2))
+    maestro = AggregatorSpec("maestro", ("a", "b"), options={"lr": 0.1})
+    assert maestro.needs_hidden and isinstance(maestro.build(16), MaestroAggregator)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"objectives": ()}, "needs objectives"),
+        ({"objectives": ("a", "a/b")}, r"objective names \['a/b'\] are not valid"),
+        ({"objectives": ("a", "a")}, r"name \['a'\] more than once"),
+        ({"weights": (1.0,)}, "2 finite numbers, one per objective"),
+        ({"weights": (1.0, float("nan"))}, "2 finite numbers"),
+        ({"options": {"taus": 1.0}}, r"has no options \['taus'\]"),
+        ({"options": {"tau": 0.0}}, "tau must be a finite number > 0"),
+        ({"context": "middle"}, "context must be one of"),
+        ({"channels": {"entropy": {"x": 1}}}, "channel 'entropy' has no options"),
+        ({"objectives": ("perplexity", "b"), "channels": {"perplexity": {"reference_template": "x"}}}, "{reference}"),
+        ({"aggregator": "median"}, "unknown reward aggregator 'median'"),
+    ],
+)
+def test_one_validation_names_the_bad_value(kwargs, message):
+    base = {"aggregator": "maestro", "objectives": ("a", "b")}
+    with pytest.raises(SpecError, match=message):
+        AggregatorSpec(**{**base, **kwargs})
+
+
+def test_a_record_saved_before_the_spec_still_loads():
+    old = {
+        "aggregator": "maestro",
+        "objectives": ["format", "length"],
+        "weights": ["3", "1"],
+        "hidden_size": 128,
+        "num_objectives": 2,
+        "context": "response",
+        "config": {"tau": 0.5, "prior": [0.75, 0.25], "hidden_sizes": [], "lr": 0.01},
+    }
+    spec = AggregatorSpec.from_json(old)
+    assert spec.weights == (3.0, 1.0) and spec.options == {"tau": 0.5, "hidden_sizes": (), "lr": 0.01}
+
+
+def test_a_class_given_as_file_and_name_is_resolved_and_registered(tmp_path):
+    path = tmp_path / "my_agg.py"
+    path.write_text(
+        "from openrlhf_maestro.method import SumAggregator\n"
+        "class Doubled(SumAggregator):\n"
+        "    option_names = ('scale',)\n"
+        "    def __init__(self, objectives, weights=None, scale=2.0):\n"
+        "        super().__init__(objectives, [scale] * len(objectives))\n"
+    )
+    spec = AggregatorSpec(f"{path}:Doubled", ("a", "b"), options={"scale": 3.0})
+    built = spec.build(None)
+    assert isinstance(built, RewardAggregator) and built.weights.tolist() == [3.0, 3.0]
+    with pytest.raises(SpecError, match="defines no 'Nope'"):
+        AggregatorSpec(f"{path}:Nope", ("a",))
+
+
+def test_deprecated_flags_still_work_and_name_their_replacement(capsys):
+    ns = flags(
+        "--reward.aggregator", "sum", "--reward.objectives", "a,perplexity",
+        "--maestro.drop_invalid_samples", "--maestro.weights_log", "w.jsonl", "--maestro.reasoning_end", "</r>",
+    )  # fmt: skip
+    spec = spec_from_flags(ns)
+    assert spec.drop_invalid_samples and spec.weights_log == "w.jsonl"
+    assert spec.channels["perplexity"]["reasoning_end"] == "</r>"
+    err = capsys.readouterr().err
+    assert "--maestro.drop_invalid_samples is deprecated" in err and "use --reward.drop_invalid_samples" in err
+    assert "use --perplexity.reasoning_end" in err and "use --reward.weights_log" in err
