@@ -21,19 +21,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from openrlhf_maestro.method import RewardAggregator, get_aggregator
+from openrlhf_maestro.channels import ModelChannel, get_channel, is_channel
+from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 CONTEXTS = ("response", "prompt")
-# Objectives the plugin computes from the models instead of reading them from the reward function.
-MODEL_CHANNELS = ("entropy", "perplexity", "preference")
-# Options of the model channels that have any, with their defaults.
-CHANNEL_OPTIONS: dict[str, dict[str, str]] = {
-    "perplexity": {"reasoning_end": "</think>", "reference_template": "\n\n<answer>\n{reference}\n</answer>"},
-}
 ARGS_FLAG = "--reward.aggregator_args"
 JSON_KEYS_OF_FIELD = {"aggregator": "--reward.aggregator"}  # every other field is its own JSON key
-JSON_KEYS = ("objectives", "weights", "options", "context", "channels", "drop_invalid_samples", "weights_log")
+JSON_KEYS = (
+    "objectives",
+    "weights",
+    "options",
+    "context",
+    "channels",
+    "drop_invalid_samples",
+    "weights_log",
+    "plugins",
+)
 
 
 class SpecError(ValueError):
@@ -60,13 +64,24 @@ class AggregatorSpec:
     context: str = "response"
     """Where a hidden-state aggregator reads h: the response's last token or the prompt's."""
     channels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    """Options of the model channels among the objectives (defaults from ``CHANNEL_OPTIONS``)."""
+    """Options of the model channels among the objectives (the channel class's defaults, then these)."""
     drop_invalid_samples: bool = False
     """A response whose reward function failed gets zero advantage and is counted, instead of stopping the step."""
     weights_log: str | None = None
     """Append one JSON line per response and step (prompt, weights) to this file."""
+    plugins: tuple[str, ...] = ()
+    """Modules (``pkg.mod``) or files (``path.py``) imported first, in every process: they register aggregators
+    (``@register_aggregator``) and model channels (``@register_channel``) under short names."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.plugins, str) or not all(isinstance(p, str) and p for p in self.plugins):
+            raise SpecError(f"plugins must be a list of module names or .py paths, got {self.plugins!r}", "plugins")
+        object.__setattr__(self, "plugins", tuple(self.plugins))
+        for plugin in self.plugins:
+            try:
+                load_module(plugin)
+            except (ImportError, ValueError) as err:
+                raise SpecError(f"cannot import plugin {plugin!r}: {err}", field="plugins") from None
         cls = self.aggregator_class  # raises on an unknown name
         objectives = tuple(self.objectives)
         if not objectives:
@@ -113,27 +128,22 @@ class AggregatorSpec:
             raise SpecError(f"context must be one of {list(CONTEXTS)}, got {self.context!r}", field="context")
         channels = {}
         for name, given in dict(self.channels).items():
-            if name not in CHANNEL_OPTIONS:
+            if name not in self.model_channels:
                 raise SpecError(
-                    f"channel {name!r} has no options; channels with options: {list(CHANNEL_OPTIONS)}",
+                    f"options given for channel {name!r}, which is not a model channel among the objectives "
+                    f"{list(objectives)}",
                     field="channels",
                 )
-            unknown = sorted(set(given) - set(CHANNEL_OPTIONS[name]))
-            if unknown:
-                raise SpecError(
-                    f"channel {name!r} has no options {unknown}; it reads {list(CHANNEL_OPTIONS[name])}",
-                    field="channels",
-                )
-            channels[name] = {**CHANNEL_OPTIONS[name], **given}
+            channels[name] = dict(given)
         for name in self.model_channels:
-            channels.setdefault(name, dict(CHANNEL_OPTIONS.get(name, {})))
-        template = channels.get("perplexity", {}).get("reference_template", "{reference}")
-        if "{reference}" not in template:
-            raise SpecError(
-                f"the perplexity channel's reference_template must contain {{reference}}: {template!r}",
-                field="channels",
-            )
-        object.__setattr__(self, "channels", {k: v for k, v in channels.items() if k in self.model_channels})
+            try:
+                channels[name] = self.channel(name, channels.get(name, {})).options
+            except ValueError as err:
+                raise SpecError(str(err), field="channels") from None
+        object.__setattr__(self, "channels", channels)
+        rms = [n for n in self.model_channels if get_channel(n).source == "reward_model"]
+        if len(rms) > 1:
+            raise SpecError(f"channels {rms} each need a reward model; one is supported", field="objectives")
         try:  # the aggregator's own checks of its options (e.g. MaestroConfig): fail before any model loads
             self.build(hidden_size=None)
         except (TypeError, ValueError) as err:
@@ -154,12 +164,17 @@ class AggregatorSpec:
 
     @property
     def model_channels(self) -> list[str]:
-        return [o for o in self.objectives if o in MODEL_CHANNELS]
+        """The objectives a registered ``ModelChannel`` computes (``openrlhf_maestro.channels``)."""
+        return [o for o in self.objectives if is_channel(o)]
 
     @property
     def function_objectives(self) -> list[str]:
         """The objectives the reward function reports (the rest are computed by the plugin)."""
-        return [o for o in self.objectives if o not in MODEL_CHANNELS]
+        return [o for o in self.objectives if not is_channel(o)]
+
+    def channel(self, name: str, options: Mapping[str, str] | None = None) -> ModelChannel:
+        """The channel object for objective ``name``, with this spec's options for it."""
+        return get_channel(name)(**(self.channels.get(name, {}) if options is None else options))
 
     def build(self, hidden_size: int | None) -> RewardAggregator:
         return self.aggregator_class.build(self.objectives, self.weights, self.options, hidden_size)
@@ -177,6 +192,7 @@ class AggregatorSpec:
             "channels": {k: dict(v) for k, v in self.channels.items()},
             "drop_invalid_samples": self.drop_invalid_samples,
             "weights_log": self.weights_log,
+            "plugins": list(self.plugins),
         }
 
     @classmethod
@@ -184,6 +200,8 @@ class AggregatorSpec:
         """A ``to_json`` dict, or a ``reward_aggregator.json`` written before the spec existed (``config`` held
         the options and weights were strings); keys that are not the spec's (``hidden_size``) are ignored."""
         data = dict(data)
+        for plugin in data.get("plugins") or ():  # before the aggregator's options are looked up
+            load_module(plugin)
         aggregator = data["aggregator"]
         options = data.get("options")
         if options is None:  # the older record
@@ -201,6 +219,7 @@ class AggregatorSpec:
             channels=data.get("channels", {}),
             drop_invalid_samples=bool(data.get("drop_invalid_samples", False)),
             weights_log=data.get("weights_log"),
+            plugins=tuple(data.get("plugins") or ()),
         )
 
     @classmethod
@@ -214,6 +233,11 @@ class AggregatorSpec:
             if not isinstance(args, Mapping):
                 raise SpecError(f"must be a JSON object, got {args!r}")
             args = dict(args)
+            plugins = args.get("plugins") or []
+            if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+                raise SpecError(f'"plugins" must be a list of module names or .py paths, got {plugins!r}', "plugins")
+            for plugin in plugins:  # they may register the aggregator named
+                load_module(plugin)
             if "maestro" in args:
                 if "options" in args:
                     raise SpecError('give "options" or its older spelling "maestro", not both')
@@ -244,6 +268,7 @@ class AggregatorSpec:
                 channels=args.get("channels", {}),
                 drop_invalid_samples=bool(args.get("drop_invalid_samples", False)),
                 weights_log=args.get("weights_log"),
+                plugins=tuple(args.get("plugins") or ()),
             )
         except SpecError as err:
             where = f' "{JSON_KEYS_OF_FIELD.get(err.field, err.field)}"' if err.field else ""

@@ -64,7 +64,12 @@ def test_the_aggregator_class_decides_options_and_prior():
         ({"options": {"taus": 1.0}}, r"has no options \['taus'\]"),
         ({"options": {"tau": 0.0}}, "tau must be a finite number > 0"),
         ({"context": "middle"}, "context must be one of"),
-        ({"channels": {"entropy": {"x": 1}}}, "channel 'entropy' has no options"),
+        (
+            {"objectives": ("entropy", "b"), "channels": {"entropy": {"x": 1}}},
+            r"channel 'entropy' has no options \['x'\]",
+        ),
+        ({"channels": {"entropy": {}}}, "not a model channel among the objectives"),
+        ({"plugins": ("no_such_module_xyz",)}, "cannot import plugin 'no_such_module_xyz'"),
         ({"objectives": ("perplexity", "b"), "channels": {"perplexity": {"reference_template": "x"}}}, "{reference}"),
         ({"aggregator": "median"}, "unknown reward aggregator 'median'"),
     ],

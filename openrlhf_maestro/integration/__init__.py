@@ -6,9 +6,9 @@
 - ``flags``: the plugin's flags on OpenRLHF's parser, parsed into an ``AggregatorSpec``, and the checks of
   the OpenRLHF flags an aggregator depends on (both paths);
 - ``hidden_states``: h_ij from the experience maker's actor forward (a pre-hook on ``lm_head``);
-- ``channels``: the model channels' arithmetic (entropy, NOVER perplexity batches, group ranks);
-- ``actor``: ``PolicyModelActor`` subclass that keeps h and the channels per forward for the controller;
-- ``experience``: ``RemoteExperienceMaker`` subclass: channels, then the hook, where the patch calls it;
+- ``actor``: ``PolicyModelActor`` subclass that keeps h and the ``policy_logits`` channels per forward;
+- ``experience``: ``RemoteExperienceMaker`` subclass: the model channels (``openrlhf_maestro.channels``, a
+  registry of classes that declare their source), then the hook, where the patch calls it;
 - ``samples``: ``SamplesGenerator`` subclass that checks objective values before OpenRLHF tensorizes them;
 - ``trainer``: ``PPOTrainer`` subclass: builds the hook, logs, checkpoints;
 - ``install``: rebinds OpenRLHF's classes to these subclasses before its CLI runs.

@@ -20,7 +20,7 @@ import ray
 import torch
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-from openrlhf_maestro.integration.channels import group_rank, reasoning_text, reference_batch
+from openrlhf_maestro.channels import reference_batch
 from openrlhf_maestro.integration.hook import (
     INVALID_KEY,
     AggregatorHook,
@@ -28,7 +28,6 @@ from openrlhf_maestro.integration.hook import (
     group_ids_of,
     set_objective,
 )
-from openrlhf_maestro.spec import MODEL_CHANNELS
 
 
 def sample_problems(sample, function_objectives: list[str]) -> list[str]:
@@ -82,8 +81,8 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
             clash = [o for o in self.model_channels if f"obj/{o}" in sample.info]
             if clash:
                 raise InvalidSampleError(
-                    f"the reward function reports {clash}, which the plugin computes itself (model channels "
-                    f"{list(MODEL_CHANNELS)}); rename the reward function's objective"
+                    f"the reward function reports {clash}, which the plugin computes itself (model channels); "
+                    "rename the reward function's objective"
                 )
             problems = sample_problems(sample, self.function_objectives)
             if problems and not self.drop_invalid:
@@ -114,17 +113,20 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
         self.metrics = {}
         records = self._collect_records(experiences)
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
-        if "entropy" in self.model_channels:
-            set_objective(experiences, "entropy", torch.cat([r["entropy"] for r in records]))
-        if "perplexity" in self.model_channels:
-            t1 = time.time()
-            nll = self._reference_nll(experiences)
-            set_objective(experiences, "perplexity", group_rank(nll, group_ids, higher_is_better=False))
-            self.metrics["perplexity/mean"] = float(nll.exp().mean())
-            self.metrics["perplexity/seconds"] = time.time() - t1
-        if preference_refs is not None:
-            scores = torch.cat([r.reshape(-1).float() for r in self._flatten_results(preference_refs, self._copies)])
-            set_objective(experiences, "preference", scores)
+        for name in self.model_channels:
+            channel = self.hook.spec.channel(name)
+            if channel.source == "policy_logits":  # reduced inside the policy forward that ran above
+                values = torch.cat([r[name] for r in records])
+            elif channel.source == "policy_forward":
+                t1 = time.time()
+                nll = self._teacher_forced_nll(channel, experiences)
+                values, logs = channel.from_nll(nll, group_ids)
+                self.metrics.update(logs)
+                self.metrics[f"{name}/seconds"] = time.time() - t1
+            else:  # reward_model: the preference group started beside the reward function
+                scores = self._flatten_results(preference_refs, self._copies)
+                values = torch.cat([r.reshape(-1).float() for r in scores])
+            set_objective(experiences, name, values)
         hidden = [r["hidden"] for r in records] if self.hook.needs_hidden_states else None
         self.metrics.update(self.hook.before_advantages(experiences, hidden))
         return experiences
@@ -151,10 +153,8 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
             pad_sequence=[True] * len(samples_list),
         )
 
-    def _reference_nll(self, experiences: list) -> torch.Tensor:
-        """(N,) mean NLL of each response's reference answer given prompt + its reasoning (one batched forward)."""
-        options = self.hook.spec.channels["perplexity"]
-        prefix, _, suffix = options["reference_template"].partition("{reference}")  # the spec checked the marker
+    def _teacher_forced_nll(self, channel, experiences: list) -> torch.Tensor:
+        """(N,) mean NLL of the tokens ``channel.rows`` scores, given prompt + its context (one batched forward)."""
         tok = self.tokenizer
 
         def ids(text: str) -> list[int]:
@@ -162,27 +162,26 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
 
         batches = {"sequences": [], "attention_mask": [], "action_mask": []}
         for experience in experiences:
-            prompts, reasonings, references, suffixes = [], [], [], []
+            prompts, contexts, scored, tails = [], [], [], []
             seq_len, num_actions = experience.sequences.shape[1], experience.action_mask.shape[1]
             for b in range(experience.sequences.shape[0]):
                 label = experience.labels[b] if b < len(experience.labels) else None
-                if not label:
+                if channel.needs_label and not label:
                     raise InvalidSampleError(
-                        f"the perplexity channel needs each prompt's reference answer, but response {b} has an empty "
-                        "label: pass --data.label_key with the dataset's reference field"
+                        f"the {channel.name} channel needs each prompt's reference answer, but response {b} has an "
+                        "empty label: pass --data.label_key with the dataset's reference field"
                     )
                 actions = experience.action_mask[b].nonzero().flatten()
                 start = seq_len - num_actions + int(actions[0])
                 end = seq_len - num_actions + int(actions[-1]) + 1
                 row = experience.sequences[b]
-                response = tok.decode(row[start:end], skip_special_tokens=True)
+                context, target, tail = channel.rows(tok.decode(row[start:end], skip_special_tokens=True), label, ids)
                 prompts.append(row[:start].tolist())
-                reasonings.append(ids(reasoning_text(response, options["reasoning_end"]) + prefix))
-                references.append(ids(label))
-                suffixes.append(ids(suffix))
-            seqs, attn, act = reference_batch(
-                prompts, reasonings, references, suffixes, tok.pad_token_id, self.args.data.max_len
-            )
+                contexts.append(context)
+                scored.append(target)
+                tails.append(tail)
+            max_len = self.args.data.max_len
+            seqs, attn, act = reference_batch(prompts, contexts, scored, tails, tok.pad_token_id, max_len)
             batches["sequences"].append(seqs)
             batches["attention_mask"].append(attn)
             batches["action_mask"].append(act)

@@ -8,6 +8,7 @@ aggregator depends on (``openrlhf_problems``, shared with the hook on a patched 
     --reward.aggregator NAME          a registered aggregator, an entry point, module:Class or file.py:Class
     --reward.objectives A,B           --reward.weights 1,2
     --reward.drop_invalid_samples     --reward.weights_log FILE
+    --reward.plugins A.py,pkg.mod     imported first in every process: they register aggregators and channels
     --maestro.<option>                the Conductor's options (MaestroConfig); `random` reads beta,
                                       normalization, norm_eps and seed, which it shares by design
     --maestro.context response|prompt where a hidden-state aggregator reads h
@@ -27,8 +28,9 @@ import inspect
 import sys
 from typing import Any
 
-from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator
-from openrlhf_maestro.spec import CHANNEL_OPTIONS, CONTEXTS, AggregatorSpec, SpecError
+from openrlhf_maestro.channels import get_channel
+from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator, load_module
+from openrlhf_maestro.spec import CONTEXTS, AggregatorSpec, SpecError
 
 # MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
 _CONFIG_FIELDS = [f for f in dataclasses.fields(MaestroConfig) if f.name != "prior"]
@@ -61,15 +63,6 @@ def upstream_hook_installed() -> bool:
     return any((Path(loc) / "trainer" / "reward_aggregator.py").is_file() for loc in locations)
 
 
-def _aggregator_name(text: str) -> str:
-    """argparse type: resolved by the registry when parsed, so names registered after import count too."""
-    try:
-        get_aggregator(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
-
-
 class _Deprecated(argparse.Action):
     """An older spelling: stores into the new flag's destination and says which flag replaces it."""
 
@@ -98,7 +91,7 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("openrlhf-maestro (multi-objective reward aggregation)")
     group.add_argument(
         "--reward.aggregator",
-        type=_aggregator_name,
+        type=str,
         default=None,
         help="scalarize the objectives in the reward function's extra_logs['obj/<name>'] before the advantage: "
         f"{', '.join(available_aggregators())}, an entry point of openrlhf_maestro.aggregators, module:Class or "
@@ -113,6 +106,13 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated weight per objective: static weights for sum/gdpo, the prior w_prior for maestro "
         "and random (default: 1 each for sum/gdpo, uniform for maestro/random)",
+    )
+    group.add_argument(
+        "--reward.plugins",
+        type=str,
+        default=None,
+        help="comma-separated modules (pkg.mod) or files (path.py) to import first, in every process: they "
+        "register aggregators (@register_aggregator) and model channels (@register_channel) by name",
     )
     group.add_argument(
         "--reward.drop_invalid_samples",
@@ -135,7 +135,7 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CONTEXTS,
         help="Conductor input: the hidden state at the response's last token (default) or the prompt's last token",
     )
-    perplexity = CHANNEL_OPTIONS["perplexity"]
+    perplexity = get_channel("perplexity").option_defaults
     group.add_argument(
         "--perplexity.reasoning_end",
         type=str,
@@ -198,6 +198,7 @@ FLAG_OF_FIELD = {
     "options": "--maestro.*",
     "context": "--maestro.context",
     "channels": "--perplexity.*",
+    "plugins": "--reward.plugins",
 }
 
 
@@ -227,6 +228,13 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
             f"--reward.aggregator {aggregator} needs --reward.objectives NAME[,NAME...]: the keys obj/<NAME> your "
             "reward function puts in extra_logs"
         )
+    plugins = tuple(parse_list(_get(args, "reward.plugins")))
+    for plugin in plugins:  # they may register the aggregator and channels named in the flags
+        try:
+            load_module(plugin)
+        except (ImportError, ValueError) as err:
+            raise SpecError(f"--reward.plugins: cannot import {plugin!r}: {err}", "plugins") from None
+    perplexity_options = get_channel("perplexity").option_defaults
     weights_text = _get(args, "reward.weights")
     weights = None
     if weights_text:
@@ -248,11 +256,12 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
             weights=weights,
             options=options,
             context=_get(args, "maestro.context", "response"),
-            channels={"perplexity": {k: _get(args, f"perplexity.{k}") for k in CHANNEL_OPTIONS["perplexity"]}}
+            channels={"perplexity": {k: _get(args, f"perplexity.{k}") for k in perplexity_options}}
             if "perplexity" in objectives
             else {},
             drop_invalid_samples=bool(_get(args, "reward.drop_invalid_samples", False)),
             weights_log=_get(args, "reward.weights_log"),
+            plugins=plugins,
         )
     except SpecError as err:
         raise SpecError(f"{FLAG_OF_FIELD.get(err.field, '--reward.aggregator')}: {err}", err.field) from None
@@ -266,8 +275,9 @@ def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
             "--reward.aggregator reads objectives from a reward function: pass --reward.remote_url "
             "FILE.py (its reward_func returns extra_logs['obj/<name>'])"
         )
-    if "preference" in spec.objectives and not _get(args, "reward.model_name_or_path"):
-        problems.append("objective 'preference' is a reward model's score: pass --reward.model_name_or_path")
+    for name in spec.model_channels:
+        if get_channel(name).source == "reward_model" and not _get(args, "reward.model_name_or_path"):
+            problems.append(f"objective '{name}' is a reward model's score: pass --reward.model_name_or_path")
     n = _get(args, "rollout.n_samples_per_prompt")
     if n is not None and n < 2:
         problems.append(

@@ -59,7 +59,8 @@ class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
         super().__init__(pretrain, strategy, *args, **kwargs)
         self.hook = AggregatorHook(self.args, spec=spec_from_flags(self.args))
         spec = self.hook.spec
-        preference_group = start_preference_model(strategy) if "preference" in spec.model_channels else None
+        wants_rm = any(spec.channel(n).source == "reward_model" for n in spec.model_channels)
+        preference_group = start_preference_model(strategy) if wants_rm else None
         self.experience_maker = AggregatingExperienceMaker(
             self.actor_model_group,
             self.critic_model_group,

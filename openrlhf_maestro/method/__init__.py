@@ -13,6 +13,7 @@ from .aggregation import (
     available_aggregators,
     build_aggregator,
     get_aggregator,
+    load_module,
     register_aggregator,
 )
 from .conductor import Conductor, ConductorSample, Features
@@ -48,6 +49,7 @@ __all__ = [
     "build_aggregator",
     "emphasis_weights",
     "get_aggregator",
+    "load_module",
     "group_advantages",
     "group_norm",
     "group_zscore",

@@ -36,6 +36,7 @@ __all__ = [
     "build_aggregator",
     "get_aggregator",
     "group_norm",
+    "load_module",
     "register_aggregator",
 ]
 
@@ -101,7 +102,6 @@ def get_aggregator(name: str) -> type[RewardAggregator]:
         )
     if not (isinstance(cls, type) and issubclass(cls, RewardAggregator)):
         raise ValueError(f"reward aggregator {name!r} resolved to {cls!r}, which is not a RewardAggregator subclass")
-    _AGGREGATORS[name] = cls
     if not cls.name:
         cls.name = name
     return cls
@@ -118,21 +118,30 @@ def _entry_points() -> dict:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def _load_class(target: str) -> type:
+def load_module(where: str):
+    """Import ``package.module`` or execute ``path/to/file.py`` (once per process) and return the module."""
     import importlib
     import importlib.util
     import sys
+    from pathlib import Path
 
+    if not where.endswith(".py"):
+        return importlib.import_module(where)
+    path = Path(where).resolve()
+    module_name = "_openrlhf_maestro_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path))
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise ValueError(f"cannot load the file {where!r}: it does not exist or is not a Python file")
+    module = sys.modules[module_name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_class(target: str) -> type:
     where, _, attr = target.rpartition(":")
-    if where.endswith(".py"):
-        module_name = f"_reward_aggregator_{abs(hash(where))}"
-        spec = importlib.util.spec_from_file_location(module_name, where)
-        if spec is None or spec.loader is None:
-            raise ValueError(f"reward aggregator {target!r}: cannot load the file {where!r}")
-        module = sys.modules[module_name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
+    module = load_module(where)
     try:
         return getattr(module, attr)
     except AttributeError:

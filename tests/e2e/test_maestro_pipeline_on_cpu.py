@@ -149,17 +149,28 @@ def _flatten(tree, prefix=""):
         yield prefix, tree
 
 
-def test_an_aggregator_from_a_file_gets_hidden_states_and_checkpoints_its_state(tiny_model_dir, tmp_path_factory):
-    """No edit to the package: the class declares needs_hidden and its state; the registry and the spec do the rest."""
-    target = f"{Path(__file__).with_name('custom_aggregator.py')}:HiddenWidthAggregator"
-    run = run_example(tmp_path_factory.mktemp("custom-run"), tiny_model_dir, AGGREGATOR=target, STEPS_PROMPTS="8")
+def test_a_plugin_aggregator_and_channel_train_with_no_edit_to_the_package(tiny_model_dir, tmp_path_factory):
+    """The classes declare needs_hidden, their state and the logits source; the registries and the spec do the rest."""
+    plugin = str(Path(__file__).with_name("custom_plugin.py"))
+    run = run_example(
+        tmp_path_factory.mktemp("plugin-run"),
+        tiny_model_dir,
+        "--reward.plugins",
+        plugin,
+        AGGREGATOR="hidden_width",
+        OBJECTIVES="format,length,max_prob",
+        STEPS_PROMPTS="8",
+    )
     assert run["returncode"] == 0, log_tail(run)
     scalars = latest_run_scalars(run["out"] / "tensorboard")
     assert scalars["train/custom/hidden_width"] == {1: 128.0, 2: 128.0}  # the tiny model's H
     assert all(v > 0 for v in scalars["train/custom/hidden_norm"].values())
     assert scalars["train/custom/calls"] == {1: 1.0, 2: 2.0}
-    for step in (1, 2):
-        mean = sum(scalars[f"train/obj/{n}"][step] for n in OBJECTIVES) / len(OBJECTIVES)  # OpenRLHF logs obj/*
+    assert all(0 < v <= 1 for v in scalars["train/obj/max_prob"].values())  # computed by the plugin's channel
+    assert set(scalars["train/reward/policy_forwards"].values()) == {float(MICRO_BATCHES)}  # no extra forward
+    for step in (1, 2):  # OpenRLHF logs obj/* as batch means; R is their mean per response
+        mean = sum(scalars[f"train/obj/{n}"][step] for n in ("format", "length", "max_prob")) / 3
         assert scalars["train/reward"][step] == pytest.approx(mean, abs=1e-5)
     saved = torch.load(run["out"] / "model/reward_aggregator.pt", weights_only=True)
-    assert saved["aggregator"] == target and saved["hidden_size"] == 128 and saved["state"] == {"calls": 2}
+    assert saved["aggregator"] == "hidden_width" and saved["plugins"] == [plugin]
+    assert saved["hidden_size"] == 128 and saved["state"] == {"calls": 2}

@@ -11,7 +11,7 @@ standin_finder.install()  # OpenRLHF imports flash_attn unconditionally; the CPU
 
 from openrlhf.trainer.ppo_utils.experience import Experience
 
-from openrlhf_maestro.integration.channels import (
+from openrlhf_maestro.channels import (
     group_rank,
     reasoning_text,
     reference_batch,
