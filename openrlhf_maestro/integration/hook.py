@@ -129,6 +129,12 @@ class AggregatorHook:
 
         if spec is None:
             spec = AggregatorSpec.from_aggregator_args(args.reward.aggregator, aggregator_args)
+            if spec.model_channels:  # built by a patched OpenRLHF, whose experience maker computes no channels
+                raise SpecError(
+                    f"--reward.aggregator_args: the model channels {spec.model_channels} are computed by the "
+                    "plugin's launcher (python -m openrlhf_maestro.cli.train_ppo_ray), not yet through the "
+                    "upstream hook; run the launcher, or report these objectives from the reward function"
+                )
         problems = openrlhf_problems(spec, args)
         if problems:
             raise SpecError("; ".join(problems))

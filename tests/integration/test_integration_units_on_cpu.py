@@ -230,3 +230,9 @@ def test_random_ablation_from_flags_shares_maestros_options_and_round_trips(tmp_
         restored.aggregate(rewards, torch.tensor([0, 0, 1, 1])).rewards,
         aggregator.aggregate(rewards, torch.tensor([0, 0, 1, 1])).rewards,
     )
+
+
+def test_the_hook_built_by_a_patched_openrlhf_refuses_model_channels_it_cannot_compute():
+    args = SimpleNamespace(reward=SimpleNamespace(aggregator="sum", remote_url="r.py"))
+    with pytest.raises(ValueError, match=r"model channels \['entropy'\] are computed by the plugin's launcher"):
+        AggregatorHook(args, objectives=["format", "entropy"])
