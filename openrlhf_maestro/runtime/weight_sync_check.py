@@ -130,28 +130,32 @@ PROBE_TEXT = (
     "Think step by step, then give the final answer inside answer tags. What is two plus three? "
     "<think> Two and three make five. </think> <answer> five </answer> A good answer is correct and brief."
 )
-# The tolerance on max |vLLM - HF| per token, in nats. vLLM runs the bf16 weights in bf16 with kernels of
-# its own (fused RMSNorm and rotary, paged attention), the reference here is a float32 forward of the same
-# weights. So the reference for "how far may a correct bf16 engine be" is a bf16 forward of the same model
-# by another correct implementation: HF in bf16. That floor is measured in every check; the tolerance is
-# FLOOR_FACTOR times it, and never below MIN_TOLERANCE (a floor near zero is luck, not a bound).
-# Measured on the tiny test model after 2 GRPO steps (AVX-512-BF16 CPU, oneDNN path off): HF bf16 floor
-# 0.0019, vLLM 0.0028, the initial model 0.21 away; so tolerance 0.02 sits 7x above vLLM's error and
-# 10x below what a skipped sync leaves.
+# The check compares the MEAN over the probe's tokens of |vLLM - HF| log p, in nats. vLLM runs the bf16
+# weights in bf16 with kernels of its own (fused RMSNorm and rotary, paged attention), the reference here is a
+# float32 forward of the same weights. So the yardstick for "how far may a correct bf16 engine be" is another
+# correct bf16 implementation: HF in bf16, measured in every check (bf16_floor, the same mean). The tolerance
+# is FLOOR_FACTOR times it, never below MIN_TOLERANCE (a floor near zero is luck, not a bound).
+# Why the mean, not the max: on a 30-layer model one improbable token (log p near -11) can move by 0.5 to 3
+# nats under bf16 rounding alone, so a max over 46 tokens swings from run to run; a sync that was skipped or
+# not used shifts every token.
+# Measured (AVX-512-BF16 CPU, --runtime cpu):
+#   tiny test model after 2 GRPO steps: HF bf16 floor 0.0008, vLLM 0.0009, the initial model about 0.06 away,
+#     a run whose lm_head kept computing from the stale packed copy 0.0064 (caught: tolerance 0.005);
+#   SmolLM2-135M-Instruct: HF bf16 floor 0.11, vLLM 0.04 (max 0.18 to 0.58).
 FLOOR_FACTOR = 4.0
-MIN_TOLERANCE = 0.02
+MIN_TOLERANCE = 0.005
 
 
 @dataclass
 class GenerationCheck:
     tokens: int
-    bf16_floor: float  # max |HF bf16 - HF float32|: the rounding a correct bf16 engine shows
+    bf16_floor: float  # mean |HF bf16 - HF float32|: the rounding a correct bf16 engine shows
     tolerance: float  # max(FLOOR_FACTOR * bf16_floor, MIN_TOLERANCE)
-    max_abs_diff: float  # vLLM vs the saved actor
-    mean_abs_diff: float
-    initial_max_abs_diff: float | None  # vLLM vs the model training started from, if given
-    equal: bool  # max_abs_diff <= tolerance
-    discriminates: bool | None  # initial_max_abs_diff > tolerance: a skipped sync would have failed
+    mean_abs_diff: float  # vLLM vs the saved actor: the compared figure
+    max_abs_diff: float  # reported, not compared (one improbable token dominates it)
+    initial_mean_abs_diff: float | None  # vLLM vs the model training started from, if given
+    equal: bool  # mean_abs_diff <= tolerance
+    discriminates: bool | None  # initial_mean_abs_diff > tolerance: a skipped sync would have failed
 
 
 def probe_token_ids(model_dir: str | Path) -> list[int]:
@@ -188,20 +192,20 @@ def compare_generation(engine, model_dir: str | Path, initial_dir: str | Path | 
     token_ids = probe_token_ids(model_dir)
     got = engine_token_logprobs(engine, token_ids)
     reference = hf_token_logprobs(model_dir, token_ids)
-    floor = (hf_token_logprobs(model_dir, token_ids, torch.bfloat16) - reference).abs().max().item()
+    floor = (hf_token_logprobs(model_dir, token_ids, torch.bfloat16) - reference).abs().mean().item()
     tolerance = max(FLOOR_FACTOR * floor, MIN_TOLERANCE)
     diff = (got - reference).abs()
     initial = None
     if initial_dir is not None:
-        initial = (got - hf_token_logprobs(initial_dir, token_ids)).abs().max().item()
+        initial = (got - hf_token_logprobs(initial_dir, token_ids)).abs().mean().item()
     return GenerationCheck(
         tokens=len(token_ids) - 1,
         bf16_floor=floor,
         tolerance=tolerance,
-        max_abs_diff=diff.max().item(),
         mean_abs_diff=diff.mean().item(),
-        initial_max_abs_diff=initial,
-        equal=diff.max().item() <= tolerance,
+        max_abs_diff=diff.max().item(),
+        initial_mean_abs_diff=initial,
+        equal=diff.mean().item() <= tolerance,
         discriminates=None if initial is None else initial > tolerance,
     )
 
