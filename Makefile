@@ -1,4 +1,5 @@
-# CPU development environment, demo and tests. Needs python3.11, 2+ cores, ~8 GiB RAM, ~6 GiB disk.
+# CPU development environment, demo and tests. Needs python3.11, 2+ cores, ~12 GiB RAM (make demo: 10 GiB
+# at peak), ~6 GiB disk.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -15,7 +16,7 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 help:
 	@echo "make setup   create $(VENV) with the pinned CPU stack (requirements/cpu-lock.txt); a no-op once done"
-	@echo "make demo    setup, build a tiny model, run GRPO on CPU through OpenRLHF's train_ppo_ray, print a summary"
+	@echo "make demo    setup, build SmolLM2-135M-Instruct (offline), train it with MAESTRO GRPO on CPU through OpenRLHF's train_ppo_ray, print a report"
 	@echo "make test    setup, then the whole test suite (unit + the end-to-end pipeline test)"
 	@echo "make test-fast  the tests that need no Ray/vLLM run"
 	@echo "make test-slow  reliability runs too slow for make test (a run killed with SIGKILL, then resumed)"

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import pytest
+import torch
+from _support import REPO
 from torch.utils.tensorboard import SummaryWriter
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from openrlhf_maestro.report import category_table, latest_run_scalars, plot_weights, summary, weights_by_category
+from openrlhf_maestro.report import (
+    category_table,
+    compare_models,
+    first_per_category,
+    latest_run_scalars,
+    main,
+    plot_weights,
+    summary,
+    weights_by_category,
+)
+
+DEMO_REWARD = REPO / "examples/rewards/demo_reward.py"
 
 
 @pytest.fixture()
@@ -64,3 +80,91 @@ def test_plot_writes_a_png(run_dir, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="--reward.aggregator maestro"):
         plot_weights({"train/reward": {1: 0.0}}, tmp_path / "x.png")
+
+
+@pytest.fixture()
+def run_with_objectives(tmp_path):
+    writer = SummaryWriter(tmp_path / "tensorboard" / "run")
+    for step in (1, 2):
+        writer.add_scalar("train/timing/step_total", 10.0, step)
+        writer.add_scalar("train/kl", 0.001 * step, step)
+        writer.add_scalar("train/obj/format", 0.25 * step, step)
+        writer.add_scalar("train/obj/perplexity", 0.5, step)
+        writer.add_scalar("train/maestro/weight/format", 0.5, step)
+    writer.close()
+    return tmp_path
+
+
+def test_summary_prints_each_objective_per_step_and_the_kl(run_with_objectives):
+    text = summary(run_with_objectives, {"model_build": 1.0, "run": 50.0})
+    table = text.split("objectives per step")[1].splitlines()
+    assert table[1].split() == ["step", "format", "perplexity"]
+    assert table[2].split() == ["1", "0.250", "0.500"] and table[3].split() == ["2", "0.500", "0.500"]
+    assert text.splitlines()[1].split()[:2] == ["step", "step"] and "kl" in text.splitlines()[1].split()
+    assert "run 50.0s (start-up and shutdown 30.0s)" in text
+
+
+HELDOUT = [
+    {"input": "What is 2 + 3?", "label": "5", "category": "math"},
+    {"input": "Write about snow.", "label": "White and quiet.", "category": "writing"},
+    {"input": "What is 4 + 4?", "label": "8", "category": "math"},
+    {"input": "Write about rain.", "label": "Soft and grey.", "category": "writing"},
+    {"input": "What is 9 - 1?", "label": "8", "category": "math"},
+]
+
+
+@pytest.fixture()
+def heldout(tmp_path):
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in HELDOUT))
+    return path
+
+
+def test_first_per_category_keeps_file_order_within_each_category():
+    rows = first_per_category(HELDOUT, "category", 2)
+    assert [r["input"] for r in rows] == [
+        "What is 2 + 3?",
+        "What is 4 + 4?",
+        "Write about snow.",
+        "Write about rain.",
+    ]
+
+
+def test_compare_models_answers_the_same_prompts_with_both_models(tiny_model_dir, tmp_path, heldout):
+    # A "trained" model that differs from the initial one: every weight scaled.
+    trained = tmp_path / "trained"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    model.save_pretrained(trained)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(trained)
+
+    same = compare_models(tiny_model_dir, tiny_model_dir, heldout, per_category=1, max_new_tokens=8)
+    assert same.count("(the same text)") == 2  # deterministic: the same model gives the same greedy answer
+    assert "[math] What is 2 + 3? (reference: 5)" in same and "[writing] Write about snow." in same
+    assert "4 + 4" not in same
+
+    text = compare_models(tiny_model_dir, trained, heldout, per_category=2, max_new_tokens=8, reward_file=DEMO_REWARD)
+    befores = [line for line in text.splitlines() if line.startswith("  before ")]
+    afters = [line for line in text.splitlines() if line.startswith("  after ")]
+    assert len(befores) == len(afters) == 4
+    assert all(re.search(r"format=\d\.\d\d length=-?\d\.\d\d match=\d\.\d\d", line) for line in befores)
+    assert any("(the same text)" not in line for line in afters)
+
+
+def test_main_prints_the_comparison_and_the_wall_time_last(run_with_objectives, tiny_model_dir, heldout, capsys):
+    shutil.copytree(tiny_model_dir, run_with_objectives / "model")
+    args = [str(run_with_objectives), "--compare-models", str(tiny_model_dir), "--prompts", str(heldout)]
+    args += ["--per-category", "1", "--max-new-tokens", "4", "--timing", "setup=300", "--timing", "run=50"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.index("objectives per step")
+        < out.index("responses before and after training")
+        < out.index("stage timings: setup 300.0s, run 50.0s (start-up and shutdown 30.0s), report ")
+    )
+    wall = float(re.search(r"wall time after setup: ([\d.]+)s", out).group(1))
+    assert 50 < wall < 50 + 300  # the run plus the report's own time, not the setup
+    with pytest.raises(SystemExit):
+        main([str(run_with_objectives), "--compare-models", str(tiny_model_dir)])  # --prompts is required with it

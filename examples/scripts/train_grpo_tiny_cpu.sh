@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GRPO on a CPU-only machine through the real OpenRLHF pipeline: vLLM's CPU build generates, the reward
 # function scores, DeepSpeed ZeRO-2 updates the actor on its CPU accelerator, weights sync back to vLLM.
-# `make demo` runs this; every path below can be overridden from the environment.
+# The tests run this on a tiny model; train_grpo_smollm2_cpu.sh (`make demo`) runs it on SmolLM2-135M-Instruct.
+# Every path and setting below can be overridden from the environment; extra flags are passed on.
 set -euo pipefail
 
 MODEL=${MODEL:-outputs/tiny-model}
@@ -16,8 +17,16 @@ PYTHON=${PYTHON:-python3}
 AGGREGATOR=${AGGREGATOR:-maestro}        # maestro | sum | gdpo | random | none (plain OpenRLHF GRPO)
 OBJECTIVES=${OBJECTIVES:-format,length,match}
 WEIGHTS=${WEIGHTS:-}                     # sum/gdpo: static weights; maestro/random: the prior (default uniform)
+MAX_LEN=${MAX_LEN:-256}                  # prompt + response tokens
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-32}
+TEMPERATURE=${TEMPERATURE:-1.0}
+LR=${LR:-1e-3}                           # the actor's Adam lr: right for the random tiny model, far too high for a real one
+# The Conductor's lr scales about as 1/H (docs/method.md): 3e-4 at H=4096 -> 1e-2 at the tiny model's H=128.
+MAESTRO_LR=${MAESTRO_LR:-1e-2}
+VERIFY_WEIGHT_SYNC=${VERIFY_WEIGHT_SYNC:-1}  # 1: after training, check vLLM against the saved actor (exit 3 if not)
 
-RUNTIME_ARGS=(--runtime cpu --runtime.verify_weight_sync)
+RUNTIME_ARGS=(--runtime cpu)
+if [ "$VERIFY_WEIGHT_SYNC" = 1 ]; then RUNTIME_ARGS+=(--runtime.verify_weight_sync); fi
 PLACEMENT_ARGS=(
   --actor.num_nodes 1 --actor.num_gpus_per_node 1
   --ref.num_nodes 1 --ref.num_gpus_per_node 1
@@ -26,15 +35,15 @@ PLACEMENT_ARGS=(
 MODEL_ARGS=(--actor.model_name_or_path "$MODEL" --ds.zero_stage 2 --ds.param_dtype bf16)
 DATA_ARGS=(
   --data.prompt_dataset "$DATA" --data.input_key input --data.label_key label --data.apply_chat_template
-  --data.max_samples "$STEPS_PROMPTS" --data.max_len 256
+  --data.max_samples "$STEPS_PROMPTS" --data.max_len "$MAX_LEN"
 )
 ROLLOUT_ARGS=(
   --rollout.batch_size "$ROLLOUT_BATCH" --rollout.n_samples_per_prompt "$N_SAMPLES"
-  --rollout.max_new_tokens 32 --rollout.micro_batch_size 4 --rollout.temperature 1.0
+  --rollout.max_new_tokens "$MAX_NEW_TOKENS" --rollout.micro_batch_size 4 --rollout.temperature "$TEMPERATURE"
 )
 TRAIN_ARGS=(
   --train.batch_size $((ROLLOUT_BATCH * N_SAMPLES)) --train.micro_batch_size 4 --train.max_epochs 1
-  --train.num_episodes 1 --train.seed 42 --actor.adam.lr 1e-3
+  --train.num_episodes 1 --train.seed 42 --actor.adam.lr "$LR"
 )
 ALGO_ARGS=(--algo.advantage.estimator group_norm --algo.kl.init_coef 0.01 --algo.kl.use_loss --algo.kl.estimator k3)
 REWARD_ARGS=(--reward.remote_url "$REWARD_FN")
@@ -44,8 +53,7 @@ if [ "$AGGREGATOR" != none ]; then
   if [ -n "$WEIGHTS" ]; then MAESTRO_ARGS+=(--reward.weights "$WEIGHTS"); fi
 fi
 if [ "$AGGREGATOR" = maestro ]; then
-  # lr scales about as 1/H (docs/method.md): 3e-4 at H=4096 -> 1e-2 at the tiny model's H=128.
-  MAESTRO_ARGS+=(--maestro.lr 1e-2 --maestro.update_every 1 --maestro.context response)
+  MAESTRO_ARGS+=(--maestro.lr "$MAESTRO_LR" --maestro.update_every 1 --maestro.context response)
 fi
 LOG_ARGS=(--logger.tensorboard_dir "$OUT/tensorboard" --ckpt.output_dir "$OUT/model" --ckpt.path "$CKPT")
 
