@@ -237,7 +237,10 @@ class AggregatorSpec:
             if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
                 raise SpecError(f'"plugins" must be a list of module names or .py paths, got {plugins!r}', "plugins")
             for plugin in plugins:  # they may register the aggregator named
-                load_module(plugin)
+                try:
+                    load_module(plugin)
+                except ImportError as err:
+                    raise SpecError(f"cannot import plugin {plugin!r}: {err}", "plugins") from None
             if "maestro" in args:
                 if "options" in args:
                     raise SpecError('give "options" or its older spelling "maestro", not both')

@@ -121,3 +121,8 @@ def test_deprecated_flags_still_work_and_name_their_replacement(capsys):
     err = capsys.readouterr().err
     assert "--maestro.drop_invalid_samples is deprecated" in err and "use --reward.drop_invalid_samples" in err
     assert "use --perplexity.reasoning_end" in err and "use --reward.weights_log" in err
+
+
+def test_a_missing_plugin_in_json_args_names_the_key():
+    with pytest.raises(SpecError, match=r"--reward.aggregator_args \"plugins\": cannot import plugin 'no_such_mod_q'"):
+        AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "plugins": ["no_such_mod_q"]})
