@@ -258,12 +258,9 @@ def generate_greedy(model_dir: str | Path, prompts: list[str], max_new_tokens: i
 
 def load_reward_func(path: str | Path):
     """``reward_func`` of a ``--reward.remote_url`` file, loaded as OpenRLHF loads it."""
-    import importlib.util
+    from openrlhf_maestro.method import load_module
 
-    spec = importlib.util.spec_from_file_location("report_reward_file", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.reward_func
+    return load_module(str(path)).reward_func
 
 
 def compare_models(

@@ -40,6 +40,22 @@ JSON_KEYS = (
 )
 
 
+def load_plugins(plugins: object) -> tuple[str, ...]:
+    """Import each plugin module or ``.py`` file (once per process), so that what it registers resolves.
+
+    Raises:
+        SpecError: ``plugins`` is not a list of non-empty strings, or one of them fails to import.
+    """
+    if isinstance(plugins, str) or not all(isinstance(p, str) and p for p in plugins):
+        raise SpecError(f"plugins must be a list of module names or .py paths, got {plugins!r}", "plugins")
+    for plugin in plugins:
+        try:
+            load_module(plugin)
+        except (ImportError, ValueError) as err:
+            raise SpecError(f"cannot import plugin {plugin!r}: {err}", "plugins") from None
+    return tuple(plugins)
+
+
 class SpecError(ValueError):
     """The aggregation described is invalid; the message names the value and the fix.
 
@@ -74,14 +90,7 @@ class AggregatorSpec:
     (``@register_aggregator``) and model channels (``@register_channel``) under short names."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.plugins, str) or not all(isinstance(p, str) and p for p in self.plugins):
-            raise SpecError(f"plugins must be a list of module names or .py paths, got {self.plugins!r}", "plugins")
-        object.__setattr__(self, "plugins", tuple(self.plugins))
-        for plugin in self.plugins:
-            try:
-                load_module(plugin)
-            except (ImportError, ValueError) as err:
-                raise SpecError(f"cannot import plugin {plugin!r}: {err}", field="plugins") from None
+        object.__setattr__(self, "plugins", load_plugins(self.plugins))
         cls = self.aggregator_class  # raises on an unknown name
         objectives = tuple(self.objectives)
         if not objectives:
@@ -200,8 +209,7 @@ class AggregatorSpec:
         """A ``to_json`` dict, or a ``reward_aggregator.json`` written before the spec existed (``config`` held
         the options and weights were strings); keys that are not the spec's (``hidden_size``) are ignored."""
         data = dict(data)
-        for plugin in data.get("plugins") or ():  # before the aggregator's options are looked up
-            load_module(plugin)
+        load_plugins(data.get("plugins") or ())  # before the aggregator's options are looked up
         aggregator = data["aggregator"]
         options = data.get("options")
         if options is None:  # the older record
@@ -233,14 +241,7 @@ class AggregatorSpec:
             if not isinstance(args, Mapping):
                 raise SpecError(f"must be a JSON object, got {args!r}")
             args = dict(args)
-            plugins = args.get("plugins") or []
-            if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-                raise SpecError(f'"plugins" must be a list of module names or .py paths, got {plugins!r}', "plugins")
-            for plugin in plugins:  # they may register the aggregator named
-                try:
-                    load_module(plugin)
-                except ImportError as err:
-                    raise SpecError(f"cannot import plugin {plugin!r}: {err}", "plugins") from None
+            load_plugins(args.get("plugins") or [])  # they may register the aggregator named
             if "maestro" in args:
                 if "options" in args:
                     raise SpecError('give "options" or its older spelling "maestro", not both')

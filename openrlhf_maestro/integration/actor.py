@@ -27,9 +27,8 @@ class _ChannelPolicyModelActor(PolicyModelActor.__ray_actor_class__):
         self._channel_context = spec.context
         self._channel_hidden_on = spec.needs_hidden
         # Channels that read the logits of this very forward; each reduces them to (B,) inside the hook.
-        self._logit_channels = [
-            spec.channel(n) for n in spec.model_channels if spec.channel(n).source == "policy_logits"
-        ]
+        channels = [spec.channel(n) for n in spec.model_channels]
+        self._logit_channels = [c for c in channels if c.source == "policy_logits"]
         self._channel_mask: torch.Tensor | None = None
         on_logits = functools.partial(self._reduce_logits, temperature=a.rollout.temperature)
         self._channel_capture = HiddenStateCapture(

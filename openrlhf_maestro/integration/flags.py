@@ -29,8 +29,8 @@ import sys
 from typing import Any
 
 from openrlhf_maestro.channels import get_channel
-from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator, load_module
-from openrlhf_maestro.spec import CONTEXTS, AggregatorSpec, SpecError
+from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator
+from openrlhf_maestro.spec import CONTEXTS, AggregatorSpec, SpecError, load_plugins
 
 # MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
 _CONFIG_FIELDS = [f for f in dataclasses.fields(MaestroConfig) if f.name != "prior"]
@@ -228,12 +228,10 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
             f"--reward.aggregator {aggregator} needs --reward.objectives NAME[,NAME...]: the keys obj/<NAME> your "
             "reward function puts in extra_logs"
         )
-    plugins = tuple(parse_list(_get(args, "reward.plugins")))
-    for plugin in plugins:  # they may register the aggregator and channels named in the flags
-        try:
-            load_module(plugin)
-        except (ImportError, ValueError) as err:
-            raise SpecError(f"--reward.plugins: cannot import {plugin!r}: {err}", "plugins") from None
+    try:  # the plugins may register the aggregator and channels named in the flags
+        plugins = load_plugins(parse_list(_get(args, "reward.plugins")))
+    except SpecError as err:
+        raise SpecError(f"--reward.plugins: {err}", "plugins") from None
     perplexity_options = get_channel("perplexity").option_defaults
     weights_text = _get(args, "reward.weights")
     weights = None
