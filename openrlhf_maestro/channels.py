@@ -4,8 +4,9 @@ A channel is named in ``--reward.objectives`` like any other objective (the rewa
 report it). Each is a small class that declares where its value comes from and what that costs:
 
     source          what the integration runs for it
-    policy_logits   nothing extra: ``from_logits`` reduces the logits of the experience maker's policy forward,
-                    which runs anyway, to one value per response, inside the forward hook
+    policy_logits   nothing extra: ``per_token`` maps the (temperature-scaled) logits of the experience maker's
+                    policy forward, which runs anyway, to one value per position; the ``PolicyProbe``
+                    (``openrlhf_maestro.probe``) averages it over each response's tokens
     policy_forward  one batched teacher-forced forward of the policy per step on rows the channel builds
                     (``rows``); ``from_nll`` turns the mean NLL of the scored tokens into the objective
     reward_model    one forward of an OpenRLHF reward model (``--reward.model_name_or_path``) per response
@@ -51,8 +52,9 @@ class ModelChannel:
             )
         self.options = {**self.option_defaults, **options}
 
-    def from_logits(self, logits: torch.Tensor, action_mask: torch.Tensor, temperature: float) -> torch.Tensor:
-        """policy_logits: (B, T, V) logits, (B, A) action mask -> (B,) float32 on the CPU."""
+    def per_token(self, logits: torch.Tensor) -> torch.Tensor:
+        """policy_logits: (.., T, V) float32 logits / rollout temperature -> (.., T) value per position (any
+        layout, padded or packed: a position's value may depend on that position's logits only)."""
         raise NotImplementedError
 
     def rows(
@@ -183,8 +185,8 @@ class EntropyChannel(ModelChannel):
     source = "policy_logits"
     cost = "none extra: read from the logits of the policy forward that runs anyway"
 
-    def from_logits(self, logits: torch.Tensor, action_mask: torch.Tensor, temperature: float) -> torch.Tensor:
-        return response_mean(token_entropy(logits, temperature), action_mask).float().cpu()
+    def per_token(self, logits: torch.Tensor) -> torch.Tensor:
+        return token_entropy(logits)
 
 
 @register_channel("perplexity")

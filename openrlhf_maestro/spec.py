@@ -23,9 +23,9 @@ from typing import Any
 
 from openrlhf_maestro.channels import ModelChannel, get_channel, is_channel
 from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module
+from openrlhf_maestro.probe import CONTEXTS
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-CONTEXTS = ("response", "prompt")
 ARGS_FLAG = "--reward.aggregator_args"
 JSON_KEYS_OF_FIELD = {"aggregator": "--reward.aggregator"}  # every other field is its own JSON key
 JSON_KEYS = (

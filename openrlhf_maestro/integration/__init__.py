@@ -5,10 +5,12 @@
   entry points; the subclasses below install the same object into an unpatched OpenRLHF;
 - ``flags``: the plugin's flags on OpenRLHF's parser, parsed into an ``AggregatorSpec``, and the checks of
   the OpenRLHF flags an aggregator depends on (both paths);
-- ``hidden_states``: h_ij from the experience maker's actor forward (a pre-hook on ``lm_head``);
-- ``actor``: ``PolicyModelActor`` subclass that keeps h and the ``policy_logits`` channels per forward;
-- ``experience``: ``RemoteExperienceMaker`` subclass: the model channels (``openrlhf_maestro.channels``, a
-  registry of classes that declare their source), then the hook, where the patch calls it;
+- ``model_channels``: the model channels' values (``openrlhf_maestro.channels``, a registry of classes that
+  declare their source) from the probe's outputs and OpenRLHF's own model groups; the hook calls it;
+- ``actor``: ``PolicyModelActor`` subclass that applies the hook's ``PolicyProbe`` (h, ``policy_logits``
+  channels) during the forward, as the patched ``Actor.forward`` does;
+- ``experience``: ``RemoteExperienceMaker`` subclass that passes the probe and calls the hook where the patch
+  calls it;
 - ``samples``: ``SamplesGenerator`` subclass that checks objective values before OpenRLHF tensorizes them;
 - ``trainer``: ``PPOTrainer`` subclass: builds the hook, logs, checkpoints;
 - ``install``: rebinds OpenRLHF's classes to these subclasses before its CLI runs.

@@ -2,7 +2,11 @@
 
 Per rollout batch, between OpenRLHF's model forwards and its advantages:
 
-    before_advantages(experiences, hidden_states)  (N, K) objectives from info["obj/<name>"] -> R (N,) into
+    policy_probe                                   what the experience maker's policy forward should read
+                                                   (h, policy_logits channels), or None
+    before_advantages(experiences, policy_outputs, experience_maker)
+                                                   the model channels' objectives (``model_channels``), then
+                                                   (N, K) objectives from info["obj/<name>"] -> R (N,) into
                                                    experience.rewards and info["reward"]; responses whose
                                                    reward function failed get their group's mean (zero
                                                    advantage) under drop_invalid_samples, else the step stops
@@ -32,7 +36,9 @@ from pathlib import Path
 
 import torch
 
+from openrlhf_maestro.integration.model_channels import compute_model_channels
 from openrlhf_maestro.method import RewardAggregator, group_advantages
+from openrlhf_maestro.probe import HIDDEN, PolicyProbe
 from openrlhf_maestro.spec import AggregatorSpec, SpecError
 
 CLIENT_STATE_KEY = "reward_aggregator"  # the checkpoint's client_states key, as in the upstream patch
@@ -129,12 +135,6 @@ class AggregatorHook:
 
         if spec is None:
             spec = AggregatorSpec.from_aggregator_args(args.reward.aggregator, aggregator_args)
-            if spec.model_channels:  # built by a patched OpenRLHF, whose experience maker computes no channels
-                raise SpecError(
-                    f"--reward.aggregator_args: the model channels {spec.model_channels} are computed by the "
-                    "plugin's launcher (python -m openrlhf_maestro.cli.train_ppo_ray), not yet through the "
-                    "upstream hook; run the launcher, or report these objectives from the reward function"
-                )
         problems = openrlhf_problems(spec, args)
         if problems:
             raise SpecError("; ".join(problems))
@@ -142,17 +142,10 @@ class AggregatorHook:
         self.spec = spec
         self.hidden_size = hidden_size_of(args.actor.model_name_or_path) if spec.needs_hidden else None
         self.aggregator: RewardAggregator = spec.build(self.hidden_size)
+        self.policy_probe: PolicyProbe | None = PolicyProbe.of(spec)  # read by the experience maker's forward
         self.steps = 0  # before_advantages calls, for the weights log (checkpointed)
 
-    # -- what OpenRLHF reads before it runs the forwards ----------------------------------------------------
-
-    @property
-    def needs_hidden_states(self) -> bool:
-        return self.spec.needs_hidden
-
-    @property
-    def hidden_states_position(self) -> str:
-        return self.spec.context
+    # -- what OpenRLHF reads before it runs the forwards: ``policy_probe`` (set in __init__) --------------
 
     @property
     def record(self) -> dict:
@@ -161,13 +154,45 @@ class AggregatorHook:
 
     # -- the two calls per rollout batch ---------------------------------------------------------------------
 
-    def before_advantages(self, experiences: list, hidden_states: list[torch.Tensor] | None) -> dict[str, float]:
+    def before_advantages(
+        self,
+        experiences: list,
+        policy_outputs: list[dict[str, torch.Tensor]] | None = None,
+        experience_maker=None,
+    ) -> dict[str, float]:
+        """R into every experience, from its objectives (reward function and model channels).
+
+        Args:
+            experiences: the rollout batch's micro-batches, after OpenRLHF's model forwards.
+            policy_outputs: per experience, what ``policy_probe.per_sample`` read in the policy forward
+                (None when ``policy_probe`` is None).
+            experience_maker: OpenRLHF's ``RemoteExperienceMaker``, whose model groups compute the
+                ``policy_forward`` and ``reward_model`` channels.
+        """
         t0 = time.perf_counter()
         spec = self.spec
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
+        logs: dict[str, float] = {}
+        if spec.model_channels:
+            clash = [n for n in spec.model_channels if any(f"obj/{n}" in e.info for e in experiences)]
+            if clash:
+                raise InvalidSampleError(
+                    f"the reward function reports {clash}, which are model channels the plugin computes itself; "
+                    "rename the reward function's objective"
+                )
+            if experience_maker is None:
+                raise RuntimeError(
+                    f"OpenRLHF passed no experience maker, so the model channels {spec.model_channels} cannot run: "
+                    "apply patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher"
+                )
+            values, channel_logs = compute_model_channels(
+                spec, experiences, policy_outputs, experience_maker, group_ids
+            )
+            logs.update(channel_logs)
+            for name, column in values.items():
+                set_objective(experiences, name, column)
         rewards = objective_matrix(experiences, list(spec.objectives))
         invalid = self._invalid_rows(experiences, rewards)
-        logs: dict[str, float] = {}
         if spec.drop_invalid_samples:
             logs["reward/dropped_samples"] = float(invalid.sum())
         rewards = fill_with_group_means(rewards, invalid, group_ids)
@@ -176,12 +201,12 @@ class AggregatorHook:
                 set_objective(experiences, name, rewards[:, k])
         hidden = None
         if spec.needs_hidden:
-            if hidden_states is None:
+            if policy_outputs is None:
                 raise RuntimeError(
                     f"OpenRLHF passed no hidden states to the {spec.aggregator!r} aggregator, which needs them: "
                     "apply patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher"
                 )
-            hidden = torch.cat(list(hidden_states))
+            hidden = torch.cat([o[HIDDEN] for o in policy_outputs])
         out = self.aggregator.aggregate(rewards, group_ids, hidden)
         scalar = fill_with_group_means(out.rewards, invalid, group_ids)  # dropped rows: zero advantage
         for experience, piece in zip(experiences, scalar.split([len(e.index) for e in experiences]), strict=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from openrlhf_maestro.channels import ModelChannel, register_channel, response_mean
+from openrlhf_maestro.channels import ModelChannel, register_channel
 from openrlhf_maestro.method import AggregateOutput, RewardAggregator, register_aggregator
 
 
@@ -46,6 +46,5 @@ class MaxProbChannel(ModelChannel):
     source = "policy_logits"
     cost = "none extra"
 
-    def from_logits(self, logits, action_mask, temperature) -> torch.Tensor:
-        per_position = torch.softmax(logits.float() / temperature, dim=-1).amax(dim=-1)
-        return response_mean(per_position, action_mask).cpu()
+    def per_token(self, logits) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1).amax(dim=-1)

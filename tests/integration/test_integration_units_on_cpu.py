@@ -13,21 +13,26 @@ from openrlhf_maestro.runtime import standin_finder
 # OpenRLHF imports flash_attn unconditionally; on this CPU-only machine the CPU runtime's stand-in serves it.
 standin_finder.install()
 
+from openrlhf.models import Actor
 from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 from transformers import AutoModelForCausalLM
 
+from openrlhf_maestro.channels import token_entropy
+from openrlhf_maestro.integration.actor import _ChannelPolicyModelActor
 from openrlhf_maestro.integration.flags import add_plugin_arguments, spec_from_flags, validate
-from openrlhf_maestro.integration.hidden_states import HiddenStateCapture, select_context, terminal_positions
 from openrlhf_maestro.integration.hook import (
     AggregatorHook,
+    InvalidSampleError,
     MissingObjectiveError,
     group_ids_of,
     load_standalone,
     objective_matrix,
 )
+from openrlhf_maestro.integration.model_channels import ChannelInputError
 from openrlhf_maestro.method import GROUP_ESTIMATORS, group_advantages
+from openrlhf_maestro.probe import PolicyProbe, terminal_positions
 
 
 def parse(*flags: str) -> argparse.Namespace:
@@ -121,21 +126,31 @@ def test_terminal_positions_follow_openrlhfs_action_mask_layout():
         terminal_positions(torch.tensor([[0, 0], [1, 0]]), 3, "response")
 
 
-def test_captured_context_is_the_final_normed_state_from_the_same_forward(tiny_model_dir):
+def test_the_launchers_probe_reads_h_and_channels_from_openrlhfs_own_forward(tiny_model_dir):
+    """The launcher's lm_head hooks hand the probe what the upstream patch hands it inside Actor.forward: h
+    (the final-normed last layer) and the logits divided by the rollout temperature, from the one forward."""
+    temperature = 0.7
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
-    capture = HiddenStateCapture(model.get_output_embeddings())
+    policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)  # no Ray: only the probing is tested
+    policy.actor, policy._probed_forwards = Actor(model, temperature=temperature), 0
+    policy.actor.packing_samples = False  # set only when Actor loads a model by name (actor.py 98-170)
     sequences = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 9, 10]])
+    attention_mask = torch.ones_like(sequences)
     action_mask = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
-    with capture.capturing():
-        out = model(sequences, output_hidden_states=True)
-    h = select_context(capture.take(), action_mask, "response")
-    assert capture.forwards == 1  # read from the forward that ran, not a second one
+    probe = PolicyProbe(context="response", channels={"entropy": {}})
+    with policy._probing(probe) as per_token:
+        log_probs = policy.actor(sequences, action_mask, attention_mask)
+    assert policy._probed_forwards == 1  # read from the forward that ran, not a second one
+    out = model(sequences, output_hidden_states=True)
     last = out.hidden_states[-1]  # HF's last entry is after the final norm, as lm_head sees it
-    assert torch.equal(h, torch.stack([last[0, 4], last[1, 5]]))
-    model(sequences)  # outside `capturing` nothing is recorded
-    assert capture.forwards == 1
-    with pytest.raises(RuntimeError, match="lm_head did not run"):
-        capture.take()
+    torch.testing.assert_close(per_token["hidden"], last)
+    torch.testing.assert_close(per_token["entropy"], token_entropy(out.logits / temperature))
+    read = probe.per_sample(per_token, action_mask)
+    assert torch.equal(read["hidden"], torch.stack([last[0, 4], last[1, 5]]))
+    expected = token_entropy(out.logits, temperature)[:, :-1]  # position p predicts token p + 1: actions 0..4
+    torch.testing.assert_close(read["entropy"], (expected * action_mask).sum(1) / action_mask.sum(1))
+    torch.testing.assert_close(log_probs, policy.actor(sequences, action_mask, attention_mask))
+    assert policy._probed_forwards == 1 and not model.lm_head._forward_hooks  # hooks only inside the block
 
 
 def _experience(rewards, index, info=None, num_actions=3):
@@ -196,7 +211,7 @@ def _hook(*flags: str, hidden_size: int | None = None) -> AggregatorHook:
     spec = spec_from_flags(ns)
     hook = AggregatorHook.__new__(AggregatorHook)  # __init__ would read H from the model's config
     hook.args, hook.spec, hook.hidden_size, hook.steps = args, spec, hidden_size, 0
-    hook.aggregator = spec.build(hidden_size)
+    hook.aggregator, hook.policy_probe = spec.build(hidden_size), PolicyProbe.of(spec)
     return hook
 
 
@@ -232,7 +247,27 @@ def test_random_ablation_from_flags_shares_maestros_options_and_round_trips(tmp_
     )
 
 
-def test_the_hook_built_by_a_patched_openrlhf_refuses_model_channels_it_cannot_compute():
-    args = SimpleNamespace(reward=SimpleNamespace(aggregator="sum", remote_url="r.py"))
-    with pytest.raises(ValueError, match=r"model channels \['entropy'\] are computed by the plugin's launcher"):
-        AggregatorHook(args, objectives=["format", "entropy"])
+def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
+    hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "format,preference")
+    assert hook.policy_probe is None  # a reward-model channel reads nothing from the policy forward
+    experiences = [_experience([0.0, 0.0], [0, 1], {"obj/format": torch.ones(2)})]
+    with pytest.raises(RuntimeError, match=r"no experience maker, so the model channels \['preference'\]"):
+        hook.before_advantages(experiences, None, None)
+    # OpenRLHF's real experience maker, as an unpatched OpenRLHF builds it beside a reward function: no RM group.
+    maker = RemoteExperienceMaker(
+        None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=hook.args), None
+    )
+    with pytest.raises(ChannelInputError, match="--reward.model_name_or_path"):
+        hook.before_advantages(experiences, None, maker)
+    experiences[0].info["obj/preference"] = torch.ones(2)
+    with pytest.raises(InvalidSampleError, match=r"reports \['preference'\], which are model channels"):
+        hook.before_advantages(experiences, None, maker)
+
+
+def test_the_probe_asks_only_for_what_the_spec_reads():
+    assert _hook("--reward.aggregator", "sum", "--reward.objectives", "format,length").policy_probe is None
+    probe = _hook("--reward.aggregator", "sum", "--reward.objectives", "format,entropy").policy_probe
+    assert (probe.needs_hidden, probe.needs_logits, dict(probe.channels)) == (False, True, {"entropy": {}})
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--maestro.context")
+    probe = _hook(*flags, "prompt", hidden_size=8).policy_probe
+    assert (probe.needs_hidden, probe.context, probe.needs_logits) == (True, "prompt", False)

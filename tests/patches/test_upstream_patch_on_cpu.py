@@ -14,6 +14,7 @@ The wheel is downloaded once per session with pip (or taken from ``$OPENRLHF_WHE
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ AGGREGATOR_TESTS_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-reward-aggregat
 CPU_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-cpu-portability.patch"
 NEW_TESTS = "tests/test_reward_aggregator.py"
 OBJECTIVES = ["format", "length", "match"]
+CHANNELS = ["entropy", "perplexity", "preference"]  # policy_logits, policy_forward, reward_model
 
 
 # ---- the source tree --------------------------------------------------------------------------------------------
@@ -203,11 +205,11 @@ for name, bad, estimator in [("maestro", {}, "group_norm"), ("maestro", {"object
 
 spec = {"objectives": objectives, "weights": [2, 1, 1], "maestro": {"lr": 0.01}, "context": "prompt"}
 hook = load_reward_aggregator(args("maestro", spec))
-out["needs_hidden_states"], out["position"] = hook.needs_hidden_states, hook.hidden_states_position
+out["needs_hidden"], out["position"] = hook.policy_probe.needs_hidden, hook.policy_probe.context
 gen = torch.Generator().manual_seed(0)
 experiences = [Experience(index=list(range(4 * i, 4 * i + 4)), rewards=torch.zeros(4),
                           info={f"obj/{n}": torch.rand(4, generator=gen) for n in objectives}) for i in range(2)]
-hidden = [torch.randn(4, hook.record["hidden_size"], generator=gen) for _ in experiences]
+hidden = [{"hidden": torch.randn(4, hook.record["hidden_size"], generator=gen)} for _ in experiences]
 logs = hook.before_advantages(experiences, hidden)
 out["rewards_replaced"] = all(torch.equal(e.rewards, e.info["reward"]) and e.rewards.dtype == torch.float32
                               for e in experiences)
@@ -247,7 +249,7 @@ def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tin
     assert '"objectives"' in missing and "extra_logs" in missing
     assert "group-relative" in not_grouped and "gae" in not_grouped
     assert "tau" in bad_tau
-    assert out["needs_hidden_states"] is True and out["position"] == "prompt"
+    assert out["needs_hidden"] is True and out["position"] == "prompt"
     assert out["rewards_replaced"]
     expected = {f"maestro/weight/{n}" for n in OBJECTIVES} | {f"reward/{n}" for n in OBJECTIVES}
     assert expected | {"maestro/updates", "maestro/entropy", "reward/seconds_aggregate"} <= set(out["logs"])
@@ -305,6 +307,14 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
 ):
     out = tmp_path / "run"
     out.mkdir()
+    rm_dir = tmp_path / "rm"  # a reward model for the preference channel, beside the reward function
+    subprocess.run(
+        [sys.executable, "-m", "openrlhf_maestro.tiny_model", str(rm_dir), "--kind", "reward", "--corpus"]
+        + [str(REPO / "examples/data/demo_prompts.jsonl")],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     port = free_port()
     env = clean_env(
         **CPU_ENV,
@@ -317,14 +327,16 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
     ray_log = (out / "ray_start.log").open("w")
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
     ray_head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-gpus=2", "--num-cpus=3"]
+        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-gpus=3", "--num-cpus=4"]
         + ["--include-dashboard=false", f"--temp-dir={ray_tmp}"],
         env=env,
         stdout=ray_log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so that the cleanup reaches only this cluster
     )
-    aggregator_args = {"objectives": OBJECTIVES, "maestro": {"lr": 0.01}, "context": "response"}
+    # The three model channels, one per source, computed through the patched experience maker.
+    objectives = [*OBJECTIVES, *CHANNELS]
+    aggregator_args = {"objectives": objectives, "maestro": {"lr": 0.01}, "context": "response"}
     # fmt: off
     flags = [
         "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
@@ -338,6 +350,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
         "--train.max_epochs", "1", "--train.num_episodes", "1", "--train.seed", "42", "--actor.adam.lr", "1e-3",
         "--algo.advantage.estimator", "group_norm", "--algo.kl.init_coef", "0",
         "--reward.remote_url", str(REPO / "examples/rewards/demo_reward.py"),
+        "--reward.model_name_or_path", str(rm_dir), "--reward.num_nodes", "1", "--reward.num_gpus_per_node", "1",
         "--reward.aggregator", "maestro", "--reward.aggregator_args", json.dumps(aggregator_args),
         "--logger.tensorboard_dir", str(out / "tensorboard"), "--ckpt.output_dir", str(out / "model"),
         "--ckpt.path", str(out / "ckpt"), "--ckpt.save_steps", "2",
@@ -367,16 +380,25 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
     assert proc.returncode == 0, log.read_text(errors="replace")[-6000:]
 
     scalars = latest_run_scalars(out / "tensorboard")
-    for name in OBJECTIVES:
+    vocab_size = json.loads((tiny_model_dir / "config.json").read_text())["vocab_size"]
+    for name in objectives:
         assert sorted(scalars.get(f"train/maestro/weight/{name}", {})) == [1, 2], sorted(scalars)
         assert sorted(scalars.get(f"train/reward/{name}", {})) == [1, 2]
+        assert all(math.isfinite(v) for v in scalars[f"train/reward/{name}"].values()), name
     assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
     for step in (1, 2):
-        assert sum(scalars[f"train/maestro/weight/{n}"][step] for n in OBJECTIVES) == pytest.approx(1.0, abs=1e-5)
+        assert sum(scalars[f"train/maestro/weight/{n}"][step] for n in objectives) == pytest.approx(1.0, abs=1e-5)
+        # entropy: mean token entropy in nats, within [0, log V]; perplexity: a group rank in [0, 1] with mean
+        # 1/2 (ranks 0, 1/3, 2/3, 1 of 4 distinct values); the perplexity channel timed its extra forward.
+        assert 0 < scalars["train/reward/entropy"][step] < math.log(vocab_size)
+        assert scalars["train/reward/perplexity"][step] == pytest.approx(0.5, abs=1e-6)
+        assert scalars["train/perplexity/seconds"][step] > 0
+    # The preference scores differ from step to step (a real model read the new responses).
+    assert len(set(scalars["train/reward/preference"].values())) == 2
     # The hook's state rode in the DeepSpeed checkpoint's client_states.
     states = torch.load(out / "ckpt/_actor/global_step2/mp_rank_00_model_states.pt", weights_only=False)
     saved = states["reward_aggregator"]
-    assert saved["aggregator"] == "maestro" and saved["objectives"] == OBJECTIVES and saved["hidden_size"] == 128
+    assert saved["aggregator"] == "maestro" and saved["objectives"] == objectives and saved["hidden_size"] == 128
     assert saved["state"]["meta"] is not None
 
 
