@@ -2,6 +2,7 @@
 
     python bench/bench_overhead.py                     # 5 rounds of (maestro, sum, none), 4 GRPO steps each
     python bench/bench_overhead.py --pairs 2 --steps 3 --workdir outputs/bench-overhead-small
+    python bench/bench_overhead.py --packing            # every variant with --ds.packing_samples
 
 Every run is ``examples/scripts/train_grpo_tiny_cpu.sh`` (the plugin's launcher with ``--runtime cpu``, which
 runs OpenRLHF's own ``train_ppo_ray``) with the same model, data, seed and steps; only ``AGGREGATOR`` changes:
@@ -18,7 +19,8 @@ descendant (and names them) without counting other jobs' Ray processes. Ray's wo
 few seconds; the next run starts only when none of them is left.
 
 Prints a table per variant and the median paired ratios MAESTRO/sum and MAESTRO/none, checks the target
-(MAESTRO/sum whole-step ratio <= 1.03 with the same policy forwards) and writes every run's raw numbers to
+(MAESTRO/sum whole-step ratio <= 1.03, and MAESTRO's probed policy forwards equal to OpenRLHF's micro-batches:
+no extra pass) and writes every run's raw numbers to
 ``WORKDIR/overhead.json``. ``--report-only`` prints the summary again from that file and the runs' events.
 """
 
@@ -65,6 +67,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sample-every", type=float, default=0.5, help="seconds between memory samples")
     p.add_argument("--target", type=float, default=1.03, help="largest acceptable MAESTRO/sum whole-step ratio")
     p.add_argument("--timeout", type=int, default=1500, help="seconds before one run is killed")
+    p.add_argument(
+        "--packing",
+        action="store_true",
+        help="every variant packs its samples (--ds.packing_samples), plain OpenRLHF included",
+    )
     p.add_argument(
         "--report-only", action="store_true", help="print the summary of WORKDIR/overhead.json, run nothing"
     )
@@ -205,11 +212,13 @@ def run_once(args: argparse.Namespace, model: Path, variant: str, round_no: int)
         ROLLOUT_BATCH=str(args.rollout_batch),
         N_SAMPLES=str(args.n_samples),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        VERIFY_WEIGHT_SYNC="0",  # after training: not part of any step, only of the wall time
         **{MARKER: tag},
     )
     t0 = time.time()
     with (out / "run.log").open("w") as log:
-        proc = subprocess.Popen(["bash", str(SCRIPT)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        extra = ["--ds.packing_samples"] if args.packing else []
+        proc = subprocess.Popen(["bash", str(SCRIPT), *extra], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         sampler = TreeMemorySampler(proc.pid, tag, args.sample_every)
         sampler.start()
         try:
@@ -309,10 +318,11 @@ def summarize(args: argparse.Namespace, runs: list[dict], none_forwards: int) ->
             f"{v:<8} {len(rs):>4} {row['median_step_s']:>8.3f} {row['median_experience_s']:>8.3f} "
             f"{row['peak_rss_gib']:>9.2f} {shown:>9}"
         )
-    if "none" in rows:
+    if any(row["forwards_source"] == "micro-batches" for row in rows.values()):
         mb = micro_batch_size()
         print(
-            f"* none logs no policy forwards: OpenRLHF runs one actor forward per micro-batch, "
+            f"* logs no policy forwards (only a run whose aggregator reads the policy forward does): OpenRLHF "
+            f"runs one actor forward per micro-batch, "
             f"ceil({args.rollout_batch}*{args.n_samples}/{mb}) = {none_forwards} "
             "(OpenRLHF 0.11.2 experience_maker.py 70-76 split the batch, 154-158 dispatch the actor's forward, "
             "launcher.py 92-98 call it once per micro-batch)"
@@ -343,19 +353,15 @@ def summarize(args: argparse.Namespace, runs: list[dict], none_forwards: int) ->
 
     verdict = {"target": args.target, "met": False, "reason": ""}
     if "sum" in ratios and "maestro" in rows and "sum" in rows:
-        same_forwards = all(
-            m["policy_forwards"] == s["policy_forwards"]
-            for m in by_variant["maestro"]
-            for s in by_variant["sum"]
-            if m["round"] == s["round"]
-        )
+        # MAESTRO's probe counts the forwards lm_head saw; OpenRLHF's own count is one per micro-batch.
+        same_forwards = all(m["forwards_per_step"] == none_forwards for m in by_variant["maestro"])
         step_ratio = ratios["sum"]["median_step_s"]
         verdict["met"] = step_ratio <= args.target and same_forwards
         verdict["reason"] = (
             f"whole-step ratio {step_ratio:.3f} {'<=' if step_ratio <= args.target else '>'} {args.target}; "
             f"policy forwards per step {'equal' if same_forwards else 'DIFFER'} "
-            f"(maestro {fmt_forwards(rows['maestro']['forwards_per_step'])}, "
-            f"sum {fmt_forwards(rows['sum']['forwards_per_step'])})"
+            f"(maestro {fmt_forwards(rows['maestro']['forwards_per_step'])}, OpenRLHF's micro-batches "
+            f"{none_forwards})"
         )
     else:
         verdict["reason"] = "no complete maestro/sum round"
@@ -397,6 +403,8 @@ def summarize(args: argparse.Namespace, runs: list[dict], none_forwards: int) ->
 
 def main() -> int:
     args = parse_args()
+    if args.packing and args.workdir == REPO / "outputs" / "bench-overhead":
+        args.workdir = REPO / "outputs" / "bench-overhead-packed"
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = args.workdir / "overhead.json"

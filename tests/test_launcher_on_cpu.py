@@ -42,7 +42,7 @@ def test_cpu_defaults_are_added_only_when_absent():
     [
         (["--ds.attn_implementation", "flash_attention_2"], "--ds.attn_implementation flash_attention_2 cannot run"),
         (["--vllm.sync_backend=nccl"], "--vllm.sync_backend nccl cannot run with --runtime cpu; use one of: gloo"),
-        (["--ds.packing_samples"], "--ds.packing_samples is not supported with --runtime cpu"),
+        (["--ds.ring_attn_size", "2"], "--ds.ring_attn_size 2 cannot run with --runtime cpu: ring attention"),
     ],
 )
 def test_flags_that_cannot_run_on_cpu_are_refused_by_name(flags, message):

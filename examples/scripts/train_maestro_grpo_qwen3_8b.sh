@@ -18,6 +18,7 @@ SAVE=${SAVE:-checkpoint/qwen3-8b-maestro}
 WORKDIR=${WORKDIR:-$(pwd)}
 RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
 AGGREGATOR=${AGGREGATOR:-maestro}            # maestro | sum | gdpo
+ESTIMATOR=${ESTIMATOR:-group_norm}           # GRPO; gdpo's own advantage is reinforce_baseline (batch whitening)
 OBJECTIVES=${OBJECTIVES:-format,length,overlap}
 WEIGHTS=${WEIGHTS:-}                         # sum/gdpo: static weights; maestro: the prior (default uniform)
 RUN_NAME=${RUN_NAME:-qwen3-8b-$AGGREGATOR}
@@ -36,7 +37,7 @@ PLACEMENT_ARGS=(
 )
 MODEL_ARGS=(
   --actor.model_name_or_path "$MODEL" --ds.zero_stage 3 --ds.param_dtype bf16
-  --actor.gradient_checkpointing_enable --ds.attn_implementation flash_attention_2
+  --actor.gradient_checkpointing_enable --ds.attn_implementation flash_attention_2 --ds.packing_samples
 )
 DATA_ARGS=(
   --data.prompt_dataset "$DATA" --data.input_key input --data.label_key label --data.apply_chat_template
@@ -49,8 +50,9 @@ ROLLOUT_ARGS=(
 TRAIN_ARGS=(
   --train.batch_size 1024 --train.micro_batch_size 4 --train.max_epochs 1 --train.num_episodes 1
   --actor.adam.lr 1e-6 --train.seed 42
+  --train.dynamic_batch_enable --train.max_tokens_per_gpu 16384 --rollout.max_tokens_per_gpu 32768
 )
-ALGO_ARGS=(--algo.advantage.estimator group_norm --algo.kl.init_coef 1e-3 --algo.kl.use_loss --algo.kl.estimator k3)
+ALGO_ARGS=(--algo.advantage.estimator "$ESTIMATOR" --algo.kl.init_coef 1e-3 --algo.kl.use_loss --algo.kl.estimator k3)
 REWARD_ARGS=(--reward.remote_url "$REWARD_FN")
 MAESTRO_ARGS=(--reward.aggregator "$AGGREGATOR" --reward.objectives "$OBJECTIVES")
 if [ -n "$WEIGHTS" ]; then MAESTRO_ARGS+=(--reward.weights "$WEIGHTS"); fi

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The static multi-objective baseline for train_maestro_grpo_qwen3_8b.sh: the same run with fixed weights.
 #   AGGREGATOR=sum  (default): R = sum_k w_k r_k, TRL's reward_weights
-#   AGGREGATOR=gdpo:           per-objective z-score inside the group, then the weighted sum (NVIDIA's GDPO)
+#   AGGREGATOR=gdpo:           per-objective z-score inside the group, the weighted sum, then whitening over
+#                              the batch (NVIDIA's GDPO: OpenRLHF's reinforce_baseline estimator)
 set -euo pipefail
 export AGGREGATOR=${AGGREGATOR:-sum}
+if [ "$AGGREGATOR" = gdpo ]; then export ESTIMATOR=${ESTIMATOR:-reinforce_baseline}; fi
 export WEIGHTS=${WEIGHTS:-1,1,1}
 export RUN_NAME=${RUN_NAME:-qwen3-8b-$AGGREGATOR-static}
 export SAVE=${SAVE:-checkpoint/qwen3-8b-$AGGREGATOR-static}

@@ -17,7 +17,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from openrlhf_maestro.integration.flags import add_plugin_arguments, upstream_hook_installed, validate
+from openrlhf_maestro.integration.flags import (
+    add_plugin_arguments,
+    flag_value,
+    openrlhf_notes,
+    spec_from_flags,
+    upstream_hook_installed,
+    validate,
+)
+
+_MISSING = object()
 
 OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
 
@@ -145,28 +154,74 @@ def _flag_given(argv: list[str], flag: str) -> bool:
 
 def _on_parsed(parser: argparse.ArgumentParser, ns: argparse.Namespace, parsed: dict) -> None:
     """Validate the plugin's flags before any model or actor starts; exit 2 with the problems otherwise."""
-    parsed["args"] = ns
+    parsed["args"], parsed["parser"] = ns, parser
     problems = validate(ns)
     if problems:
         parser.error("\n  " + "\n  ".join(problems))
 
 
+def _on_train(args: object, parsed: dict) -> None:
+    """Validate again on the arguments as OpenRLHF leaves them after its post-parse changes (cli/train_ppo_ray.py
+    632-770: e.g. dynamic batching or ring attention switch packing on), so no later switch slips past."""
+    parsed["final"] = args
+    problems = validate(args)
+    if problems:
+        parsed["parser"].error("after OpenRLHF's own flag adjustments:\n  " + "\n  ".join(problems))
+    spec = spec_from_flags(args)
+    for note in openrlhf_notes(spec, args) if spec is not None else []:
+        print(f"[openrlhf-maestro] note: {note}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def openrlhf_train_entry_hook(on_train: Callable[[object], None]) -> Iterator[None]:
+    """Call ``on_train(args)`` with the nested arguments OpenRLHF's ``train(args)`` receives, as it starts.
+
+    The CLI builds them with ``hierarchize`` (cli/train_ppo_ray.py 628-630), adjusts them, then calls
+    ``train``, whose first statement is ``ray.is_initialized()`` (21); both are looked up at call time.
+    """
+    import openrlhf.utils.config as config
+    import ray
+
+    original_hierarchize, original_is_initialized = config.hierarchize, ray.is_initialized
+    nested: list[object] = []
+
+    def hierarchize(*args, **kwargs):
+        out = original_hierarchize(*args, **kwargs)
+        nested.append(out)
+        return out
+
+    def is_initialized():
+        if nested:
+            on_train(nested.pop())
+        return original_is_initialized()
+
+    config.hierarchize, ray.is_initialized = hierarchize, is_initialized
+    try:
+        yield
+    finally:
+        config.hierarchize, ray.is_initialized = original_hierarchize, original_is_initialized
+
+
 def check_flags(argv: list[str]) -> int:
-    """Parse ``argv`` with OpenRLHF's parser plus the plugin's flags, validate, print, exit 0 (or 2 via argparse)."""
+    """Parse ``argv`` with OpenRLHF's parser plus the plugin's flags, let OpenRLHF adjust them, validate both
+    times, print, exit 0 (or 2 via argparse)."""
     from openrlhf_maestro.runtime import standin_finder
 
     standin_finder.install()  # OpenRLHF's CLI imports flash_attn; a real build is never shadowed
-    parsed: dict[str, argparse.Namespace] = {}
+    parsed: dict = {}
 
-    def stop(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
-        _on_parsed(parser, ns, parsed)
+    def stop(args: object) -> None:
+        _on_train(args, parsed)
         raise _FlagsChecked
 
     try:
-        with openrlhf_parser_hook(add_plugin_arguments, stop):
+        with (
+            openrlhf_parser_hook(add_plugin_arguments, lambda p, ns: _on_parsed(p, ns, parsed)),
+            openrlhf_train_entry_hook(stop),
+        ):
             run_openrlhf(argv)
     except _FlagsChecked:
-        ns = parsed["args"]
+        ns = parsed["final"]
         keys = [
             "reward.aggregator",
             "reward.aggregator_args",
@@ -174,11 +229,15 @@ def check_flags(argv: list[str]) -> int:
             "reward.weights",
             "algo.advantage.estimator",
             "rollout.n_samples_per_prompt",
+            "ds.packing_samples",
             "actor.model_name_or_path",
         ]
-        print("flags OK: " + ", ".join(f"--{k} {getattr(ns, k)}" for k in keys if hasattr(ns, k)))
+        print(
+            "flags OK: "
+            + ", ".join(f"--{k} {flag_value(ns, k)}" for k in keys if flag_value(ns, k, _MISSING) is not _MISSING)
+        )
         return 0
-    raise RuntimeError("OpenRLHF's CLI finished without parsing its flags")
+    raise RuntimeError("OpenRLHF's CLI finished without reaching train(args)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     engines: list = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(openrlhf_parser_hook(add_plugin_arguments, lambda p, ns: _on_parsed(p, ns, parsed)))
+        stack.enter_context(openrlhf_train_entry_hook(lambda args: _on_train(args, parsed)))
         if opts.verify_weight_sync:
             stack.enter_context(capture_vllm_engines(engines))
         run_openrlhf(rest)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import ray
 import torch
+from openrlhf.models.ring_attn_utils import gather_and_pad_tensor, unpad_and_slice_tensor
 from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 from torch import nn
 
@@ -44,8 +45,27 @@ class _ChannelPolicyModelActor(PolicyModelActor.__ray_actor_class__):
             return super().forward(sequences, action_mask, attention_mask, *args, **kwargs)
         with self._probing(policy_probe) as per_token:
             action_log_probs = super().forward(sequences, action_mask, attention_mask, *args, **kwargs)
+        if self.actor.packing_samples:
+            per_token = self._pad_packed(per_token, sequences, attention_mask)
         self._channel_records.append(policy_probe.per_sample(per_token, action_mask))
         return action_log_probs
+
+    def _pad_packed(
+        self, per_token: dict[str, torch.Tensor], sequences: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Packed (1, nnz[, H]) values -> padded (B, T[, H]), as ``Actor.forward`` pads its log-probs
+        (actor.py 237-240, 302-303): the same ``unpad_and_slice_tensor`` indices, and with ring attention the
+        slices of every rank of the ring group gathered first, so each sample's terminal state is read on the
+        rank that holds it and reaches all of them."""
+        device = next(iter(per_token.values())).device
+        group = self.strategy.ring_attn_group
+        _, _, _, pad_len, indices = unpad_and_slice_tensor(sequences.to(device), attention_mask.to(device), group)
+        batch, seqlen = sequences.shape
+        out = {}
+        for name, values in per_token.items():
+            padded = gather_and_pad_tensor(values, group, pad_len, indices, batch, seqlen)
+            out[name] = padded.squeeze(-2) if padded.dim() == 4 else padded  # (B, T, 1, H) -> (B, T, H)
+        return out
 
     @contextlib.contextmanager
     def _probing(self, probe: PolicyProbe) -> Iterator[dict[str, torch.Tensor]]:

@@ -202,7 +202,7 @@ FLAG_OF_FIELD = {
 }
 
 
-def _get(args: object, dotted: str, default: Any = None) -> Any:
+def flag_value(args: object, dotted: str, default: Any = None) -> Any:
     if hasattr(args, dotted):  # flat argparse namespace
         return getattr(args, dotted)
     node = args
@@ -219,21 +219,21 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
     Raises:
         SpecError: naming the flag and the fix.
     """
-    aggregator = _get(args, "reward.aggregator")
+    aggregator = flag_value(args, "reward.aggregator")
     if aggregator is None:
         return None
-    objectives = parse_list(_get(args, "reward.objectives"))
+    objectives = parse_list(flag_value(args, "reward.objectives"))
     if not objectives:
         raise SpecError(
             f"--reward.aggregator {aggregator} needs --reward.objectives NAME[,NAME...]: the keys obj/<NAME> your "
             "reward function puts in extra_logs"
         )
     try:  # the plugins may register the aggregator and channels named in the flags
-        plugins = load_plugins(parse_list(_get(args, "reward.plugins")))
+        plugins = load_plugins(parse_list(flag_value(args, "reward.plugins")))
     except SpecError as err:
         raise SpecError(f"--reward.plugins: {err}", "plugins") from None
     perplexity_options = get_channel("perplexity").option_defaults
-    weights_text = _get(args, "reward.weights")
+    weights_text = flag_value(args, "reward.weights")
     weights = None
     if weights_text:
         try:
@@ -245,7 +245,7 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
     except ValueError as err:
         raise SpecError(f"--reward.aggregator: {err}") from None
     # The options an aggregator reads come from the --maestro.<option> flags that exist (the CLI's only ones).
-    options = {name: _get(args, f"maestro.{name}", _MISSING) for name in cls.option_names}
+    options = {name: flag_value(args, f"maestro.{name}", _MISSING) for name in cls.option_names}
     options = {name: value for name, value in options.items() if value is not _MISSING}
     try:
         return AggregatorSpec(
@@ -253,12 +253,12 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
             objectives=tuple(objectives),
             weights=weights,
             options=options,
-            context=_get(args, "maestro.context", "response"),
-            channels={"perplexity": {k: _get(args, f"perplexity.{k}") for k in perplexity_options}}
+            context=flag_value(args, "maestro.context", "response"),
+            channels={"perplexity": {k: flag_value(args, f"perplexity.{k}") for k in perplexity_options}}
             if "perplexity" in objectives
             else {},
-            drop_invalid_samples=bool(_get(args, "reward.drop_invalid_samples", False)),
-            weights_log=_get(args, "reward.weights_log"),
+            drop_invalid_samples=bool(flag_value(args, "reward.drop_invalid_samples", False)),
+            weights_log=flag_value(args, "reward.weights_log"),
             plugins=plugins,
         )
     except SpecError as err:
@@ -268,42 +268,37 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
 def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
     """The OpenRLHF flags the aggregation depends on, checked on either path (launcher or patched OpenRLHF)."""
     problems = []
-    if not _get(args, "reward.remote_url"):
+    if not flag_value(args, "reward.remote_url"):
         problems.append(
             "--reward.aggregator reads objectives from a reward function: pass --reward.remote_url "
             "FILE.py (its reward_func returns extra_logs['obj/<name>'])"
         )
     for name in spec.model_channels:
-        if get_channel(name).source == "reward_model" and not _get(args, "reward.model_name_or_path"):
+        if get_channel(name).source == "reward_model" and not flag_value(args, "reward.model_name_or_path"):
             problems.append(f"objective '{name}' is a reward model's score: pass --reward.model_name_or_path")
-    n = _get(args, "rollout.n_samples_per_prompt")
+    n = flag_value(args, "rollout.n_samples_per_prompt")
     if n is not None and n < 2:
         problems.append(
             f"--rollout.n_samples_per_prompt {n}: an aggregator needs groups of at least 2 samples per "
             "prompt (the normalization and the Conductor's meta-reward are relative to the group)"
         )
-    estimator = _get(args, "algo.advantage.estimator")
+    estimator = flag_value(args, "algo.advantage.estimator")
     if estimator is not None and estimator not in GROUP_ESTIMATORS:
         problems.append(
             f"--algo.advantage.estimator {estimator} is not group-relative; use one of "
             f"{', '.join(GROUP_ESTIMATORS)} (GRPO is group_norm)"
         )
-    if _get(args, "train.async_enable"):
+    if flag_value(args, "train.async_enable"):
         problems.append(
             "--train.async_enable is not supported with --reward.aggregator yet: the async trainer "
             "keeps its experience maker in another actor (ppo_trainer_async.py); run synchronously"
         )
-    if _get(args, "ds.packing_samples") or (_get(args, "ds.ring_attn_size") or 1) > 1:
-        problems.append(
-            "--ds.packing_samples / --ds.ring_attn_size > 1 are not supported with --reward.aggregator "
-            "yet: hidden states of packed sequences need per-sample offsets; remove them"
-        )
-    if _get(args, "ckpt.disable_ds") and spec.aggregator_class.has_state():
+    if flag_value(args, "ckpt.disable_ds") and spec.aggregator_class.has_state():
         problems.append(
             f"--ckpt.disable_ds drops the checkpoint's client_states, where the {spec.aggregator} aggregator's "
             "state is saved; remove it (the aggregator would restart from scratch on resume)"
         )
-    if _get(args, "train.agent_func_path"):
+    if flag_value(args, "train.agent_func_path"):
         problems.append(
             "--train.agent_func_path is not supported with --reward.aggregator: objectives are read "
             "from a reward function file's extra_logs (--reward.remote_url FILE.py)"
@@ -311,15 +306,33 @@ def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
     return problems
 
 
+def openrlhf_notes(spec: AggregatorSpec, args: object) -> list[str]:
+    """What a valid combination means when it is not the aggregator's method as its authors define it."""
+    notes = []
+    defining = spec.aggregator_class.defining_estimator
+    estimator = flag_value(args, "algo.advantage.estimator")
+    if defining is not None and estimator is not None and estimator != defining:
+        notes.append(
+            f"--reward.aggregator {spec.aggregator} with --algo.advantage.estimator {estimator}: the estimator "
+            f"applies to the aggregator's reward R; the {spec.aggregator} advantage as its authors define it is "
+            f"--algo.advantage.estimator {defining}"
+        )
+    return notes
+
+
 def validate(args: argparse.Namespace) -> list[str]:
     """Check the plugin's flags against each other and OpenRLHF's; returns the list of problems (empty = fine).
 
-    Called on the flat namespace right after parsing, before any model or Ray actor starts.
+    Called on the flat namespace right after parsing, and again on the nested one OpenRLHF hands to ``train``
+    after its own post-parse changes (e.g. dynamic batching switching packing on), before any model or Ray
+    actor starts.
     """
-    if not hasattr(args, "maestro.tau"):  # a patched OpenRLHF parsed its own --reward.aggregator: its hook validates
+    if (
+        flag_value(args, "maestro.tau") is None
+    ):  # a patched OpenRLHF parsed its own --reward.aggregator: its hook validates
         return []
-    if _get(args, "reward.aggregator") is None:
-        stray = [f for f in ("--reward.objectives", "--reward.weights") if _get(args, f.removeprefix("--"))]
+    if flag_value(args, "reward.aggregator") is None:
+        stray = [f for f in ("--reward.objectives", "--reward.weights") if flag_value(args, f.removeprefix("--"))]
         if stray:
             return [
                 f"{', '.join(stray)} given without --reward.aggregator; add --reward.aggregator "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ from openrlhf_maestro.integration.model_channels import compute_model_channels
 from openrlhf_maestro.method import RewardAggregator, group_advantages
 from openrlhf_maestro.probe import HIDDEN, PolicyProbe
 from openrlhf_maestro.spec import AggregatorSpec, SpecError
+
+logger = logging.getLogger(__name__)
 
 CLIENT_STATE_KEY = "reward_aggregator"  # the checkpoint's client_states key, as in the upstream patch
 LEGACY_CLIENT_STATE_KEY = "maestro"  # checkpoints written before 0.3 (read on resume, never written)
@@ -83,10 +86,14 @@ def objective_matrix(experiences: list, objectives: list[str]) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
+def sample_index_of(experiences: list) -> torch.Tensor:
+    """(N,) index of every response in its rollout batch (``Experience.index``), in experience order."""
+    return torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)))
+
+
 def group_ids_of(experiences: list, n_samples_per_prompt: int) -> torch.Tensor:
     """(N,) prompt-group id of every response: rollout samples are prompt-major, n per prompt."""
-    index = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)))
-    return index // n_samples_per_prompt
+    return sample_index_of(experiences) // n_samples_per_prompt
 
 
 def fill_with_group_means(values: torch.Tensor, invalid: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
@@ -131,10 +138,12 @@ class AggregatorHook:
     """
 
     def __init__(self, args, spec: AggregatorSpec | None = None, **aggregator_args) -> None:
-        from openrlhf_maestro.integration.flags import openrlhf_problems
+        from openrlhf_maestro.integration.flags import openrlhf_notes, openrlhf_problems
 
-        if spec is None:
+        if spec is None:  # the patched OpenRLHF: its CLI has no launcher to print the notes
             spec = AggregatorSpec.from_aggregator_args(args.reward.aggregator, aggregator_args)
+            for note in openrlhf_notes(spec, args):
+                logger.warning(note)
         problems = openrlhf_problems(spec, args)
         if problems:
             raise SpecError("; ".join(problems))
@@ -207,14 +216,20 @@ class AggregatorHook:
                     "apply patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher"
                 )
             hidden = torch.cat([o[HIDDEN] for o in policy_outputs])
-        out = self.aggregator.aggregate(rewards, group_ids, hidden)
-        scalar = fill_with_group_means(out.rewards, invalid, group_ids)  # dropped rows: zero advantage
+        # The aggregator sees the batch in sample order, whatever micro-batches OpenRLHF made (dynamic batching
+        # regroups them by length), so a seeded run draws the same emphasis for the same response either way.
+        order = torch.argsort(sample_index_of(experiences))
+        out = self.aggregator.aggregate(rewards[order], group_ids[order], None if hidden is None else hidden[order])
+        scalar = torch.empty_like(out.rewards)
+        scalar[order] = out.rewards
+        scalar = fill_with_group_means(scalar, invalid, group_ids)  # dropped rows: zero advantage
         for experience, piece in zip(experiences, scalar.split([len(e.index) for e in experiences]), strict=True):
             experience.rewards = piece.float()  # R is real-valued even when the reward function returned ints
             experience.info["reward"] = experience.rewards.clone()
         self.steps += 1
         if spec.weights_log and out.weights is not None:
             prompts = [p for e in experiences for p in e.prompts]
+            prompts = [prompts[i] for i in order.tolist()]
             append_weights_log(spec.weights_log, self.steps, list(spec.objectives), prompts, out.weights)
         logs.update(out.metrics)
         logs["reward/seconds_aggregate"] = time.perf_counter() - t0
@@ -225,7 +240,7 @@ class AggregatorHook:
         rewards = torch.cat([e.rewards.reshape(-1).float() for e in experiences])  # R after length penalties
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
         advantages = group_advantages(rewards, group_ids, self.args.algo.advantage.estimator)
-        logs = dict(self.aggregator.feedback(advantages))
+        logs = dict(self.aggregator.feedback(advantages[torch.argsort(sample_index_of(experiences))]))
         logs["reward/seconds_feedback"] = time.perf_counter() - t0
         return logs
 

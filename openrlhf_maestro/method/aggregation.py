@@ -1,7 +1,8 @@
 """Reward aggregators: K reward channels r_ijk -> one scalar R_ij per response, before GRPO's group_norm.
 
     sum:     R_ij = Σ_k w_k · r_ijk                              (static weights, like TRL's reward_weights)
-    gdpo:    R_ij = Σ_k w_k · r̃_ijk,  r̃ = per-objective z-score inside the group (NVIDIA's GDPO)
+    gdpo:    R_ij = Σ_k w_k · r̃_ijk,  r̃ = per-objective z-score inside the group (NVIDIA's GDPO; its
+             batch whitening is OpenRLHF's reinforce_baseline estimator)
     maestro: R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ π_φ(·|h_ij)  (MAESTRO; π_φ learns from feedback(Â))
     random:  R_ij = Σ_k w_k(a_ij) · r̃_ijk,  a_ij ~ Uniform{0..K−1}  (ablation: MAESTRO without a Conductor)
 
@@ -172,6 +173,9 @@ class RewardAggregator:
     """True: the weights are a prior w_prior (non-negative, positive sum), not static weights."""
     option_names: ClassVar[tuple[str, ...]] = ()
     """The keyword options build() accepts (besides objectives, weights and the hidden width)."""
+    defining_estimator: ClassVar[str | None] = None
+    """The advantage estimator under which R gives the method's advantage as its authors define it (None: the
+    method defines R only, any estimator applies to it). The integration notes other estimators."""
 
     @classmethod
     def build(
@@ -304,11 +308,18 @@ class SumAggregator(RewardAggregator):
 class GDPOAggregator(RewardAggregator):
     """R_ij = Σ_k w_k · r̃_ijk, r̃_ijk = (r_ijk − μ_ik) / (σ_ik + ε) per objective inside group i (GDPO).
 
+    GDPO's advantage (TRL, verl, NeMo-RL) is then R whitened over the batch: Â = (R − mean) / std. Since R
+    already has mean 0 in every group, OpenRLHF's ``reinforce_baseline`` (R − group mean, then whitening over
+    the batch's tokens) gives exactly that: ``defining_estimator``. ``group_norm`` would standardize R per group
+    a second time instead.
+
     Args:
         objectives: K names.
         weights: K finite numbers, default 1.0 each.
         eps: ε of the per-objective z-score.
     """
+
+    defining_estimator = "reinforce_baseline"
 
     def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None, eps: float = 1e-6) -> None:
         super().__init__(objectives)

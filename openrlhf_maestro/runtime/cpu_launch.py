@@ -27,7 +27,6 @@ CPU_FLAG_ALLOWED: dict[str, tuple[str, ...]] = {
     "--vllm.sync_backend": ("gloo",),
 }
 CPU_FLAGS_REFUSED: dict[str, str] = {
-    "--ds.packing_samples": "OpenRLHF forces flash_attention_2 with packed samples (cli/train_ppo_ray.py 699-704)",
     "--ds.adam_offload": "DeepSpeedCPUAdam is a C++ JIT build; the CPU runtime already keeps Adam on the CPU",
     "--vllm.sync_with_ray": "ray.util.collective needs NCCL or a pygloo build",
 }
@@ -59,6 +58,12 @@ def apply_cpu_flag_defaults(argv: list[str]) -> tuple[list[str], list[str]]:
     for flag, reason in CPU_FLAGS_REFUSED.items():
         if _has_flag(argv, flag):
             raise CpuFlagError(f"{flag} is not supported with --runtime cpu: {reason}. Remove it.")
+    ring = _flag_value(argv, "--ds.ring_attn_size")
+    if ring is not None and ring.isdigit() and int(ring) > 1:
+        raise CpuFlagError(
+            f"--ds.ring_attn_size {ring} cannot run with --runtime cpu: ring attention runs ring-flash-attn's CUDA "
+            "kernels (models/ring_attn_utils.py). Remove it; --ds.packing_samples alone runs on CPU."
+        )
     out, notes = list(argv), []
     for flag, default in CPU_FLAG_DEFAULTS.items():
         if not _has_flag(out, flag):

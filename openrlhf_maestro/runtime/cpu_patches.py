@@ -247,6 +247,42 @@ def _patch_vllm_cpu_gemm(mod: ModuleType) -> None:
 # --- DeepSpeed -------------------------------------------------------------------------------------------
 
 
+SDPA = "sdpa"
+
+
+def _sdpa_for_flash(original: Callable) -> Callable:
+    """``original`` with its ``attn_implementation`` argument mapped from flash_attention_* to sdpa."""
+    import inspect
+
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        if "flash_attention" in str(bound.arguments.get("attn_implementation")):
+            bound.arguments["attn_implementation"] = SDPA
+        return original(*bound.args, **bound.kwargs)
+
+    return wrapper
+
+
+def _patch_actor_attention(mod: ModuleType) -> None:
+    """OpenRLHF sets ``attn_implementation = "flash_attention_2"`` whenever samples are packed
+    (cli/train_ppo_ray.py 699-704), and flash-attn is a CUDA build. transformers >= 5 gives ``sdpa`` the same
+    packed semantics: with no attention mask, the packed ``position_ids`` that OpenRLHF passes
+    (ring_attn_utils.py 137-140, restarting at 0 per sample) become a block-diagonal causal mask
+    (masking_utils.find_packed_sequence_indices), so each sample attends to itself only."""
+    cls = require_attr(mod, "Actor", "openrlhf.models.actor.Actor")
+    _rebind(cls, "__init__", "openrlhf.models.actor.Actor.__init__", _sdpa_for_flash)
+
+
+def _patch_regression_attention(mod: ModuleType) -> None:
+    """The reward model and the critic (model.py 28-40): the same mapping as ``Actor``."""
+    target = "openrlhf.models.model.get_llm_for_sequence_regression"
+    _rebind(mod, "get_llm_for_sequence_regression", target, _sdpa_for_flash)
+
+
 def _patch_deepspeed_shm(mod: ModuleType) -> None:
     """comm/torch.py 31-37 JIT-builds a shared-memory all-reduce op for the CPU accelerator (minutes);
     gloo's own collectives are enough for one or two ranks."""
@@ -295,6 +331,18 @@ PATCHES: tuple[Patch, ...] = (
         _patch_vllm_cpu_gemm,
     ),
     Patch("deepspeed.comm.torch", "build_shm_op", "shm op JIT build", _patch_deepspeed_shm),
+    Patch(
+        "openrlhf.models.actor",
+        "Actor.__init__ (attn_implementation)",
+        "packed samples force flash_attention_2, a CUDA build",
+        _patch_actor_attention,
+    ),
+    Patch(
+        "openrlhf.models.model",
+        "get_llm_for_sequence_regression (attn_implementation)",
+        "packed samples force flash_attention_2, a CUDA build",
+        _patch_regression_attention,
+    ),
 )
 
 # Environment every CPU-runtime process needs; the launcher exports it before Ray starts.

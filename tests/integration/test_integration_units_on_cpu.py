@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -31,7 +32,7 @@ from openrlhf_maestro.integration.hook import (
     objective_matrix,
 )
 from openrlhf_maestro.integration.model_channels import ChannelInputError
-from openrlhf_maestro.method import GROUP_ESTIMATORS, group_advantages
+from openrlhf_maestro.method import GROUP_ESTIMATORS, GDPOAggregator, group_advantages
 from openrlhf_maestro.probe import PolicyProbe, terminal_positions
 
 
@@ -59,6 +60,10 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
         validate(parse("--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "0.7,0.3"))
         == []
     )
+    # Packed samples and ring attention with every kind of aggregator and a logit channel: no refusal.
+    packed = ("--ds.packing_samples", "--ds.ring_attn_size", "2", "--reward.objectives", "a,entropy")
+    for aggregator in ("maestro", "sum", "gdpo", "random"):
+        assert validate(parse("--reward.aggregator", aggregator, *packed)) == [], aggregator
 
 
 @pytest.mark.parametrize(
@@ -84,7 +89,6 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
             "gae is not group-relative",
         ),
         (["--reward.aggregator", "sum", "--reward.objectives", "a", "--train.async_enable"], "--train.async_enable"),
-        (["--reward.aggregator", "sum", "--reward.objectives", "a", "--ds.packing_samples"], "packing_samples"),
         (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--ckpt.disable_ds"], "--ckpt.disable_ds"),
         (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--maestro.tau", "0"], "--maestro.*"),
         (["--reward.objectives", "a"], "given without --reward.aggregator"),
@@ -153,6 +157,39 @@ def test_the_launchers_probe_reads_h_and_channels_from_openrlhfs_own_forward(tin
     assert policy._probed_forwards == 1 and not model.lm_head._forward_hooks  # hooks only inside the block
 
 
+def test_a_packed_forward_equals_the_padded_one_in_log_probs_h_and_channels(tiny_model_dir):
+    """OpenRLHF's packed path on CPU (sdpa, block-diagonal mask from the packed position_ids, the CPU runtime's
+    mapping of flash_attention_2) against its padded path: the same log-probs, and the same h and entropy
+    after the launcher pads the probe's packed values back. Rows are left-padded prompts + right-padded
+    responses, as OpenRLHF lays them out."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    sequences = torch.tensor(
+        [[0, 0, 5, 6, 7, 8, 9, 0], [0, 11, 12, 13, 14, 15, 16, 17], [21, 22, 23, 24, 25, 0, 0, 0]]
+    )
+    attention_mask = (torch.arange(8) >= torch.tensor([[2], [1], [0]])) & (
+        torch.arange(8) < torch.tensor([[7], [8], [5]])
+    )
+    attention_mask = attention_mask.long()
+    action_mask = attention_mask[:, 4:].bool()  # A = 4 (T - 1 = 7 predictions): the last four positions
+    probe = PolicyProbe(context="response", channels={"entropy": {}})
+    read = {}
+    for packing in (False, True):
+        policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)  # no Ray: the forward only
+        policy.actor, policy._probed_forwards = Actor(model, temperature=0.9), 0
+        policy.actor.packing_samples = packing
+        policy.strategy = SimpleNamespace(ring_attn_group=None)
+        with policy._probing(probe) as per_token:
+            log_probs = policy.actor(sequences, action_mask, attention_mask)
+        if packing:
+            assert per_token["hidden"].shape[:2] == (1, int(attention_mask.sum()))  # lm_head saw the packed row
+            per_token = policy._pad_packed(per_token, sequences, attention_mask)
+        read[packing] = (log_probs, probe.per_sample(per_token, action_mask))
+    (padded_lp, padded), (packed_lp, packed) = read[False], read[True]
+    torch.testing.assert_close(packed_lp, padded_lp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed["hidden"], padded["hidden"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed["entropy"], padded["entropy"], rtol=1e-5, atol=1e-5)
+
+
 def _experience(rewards, index, info=None, num_actions=3):
     b = len(rewards)
     return Experience(
@@ -185,6 +222,57 @@ def test_feedback_advantages_equal_openrlhfs_own(estimator):
         theirs = torch.cat([e.advantages[:, -1] for e in experiences])
         ours = (ours - ours.mean()) / ours.std(unbiased=False).clamp(min=1e-4)
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_gdpo_under_its_estimator_gives_the_gdpo_advantage_written_out_independently():
+    """GDPO (TRL, verl, NeMo-RL): z-score each objective inside its group, weight and sum, whiten over the batch.
+    ``gdpo`` + OpenRLHF's real ``reinforce_baseline`` must give exactly that; OpenRLHF whitens over the batch's
+    tokens, so a response weighs as many times as it has tokens (written out below as such)."""
+    n, weights = 4, [2.0, 0.5]
+    torch.manual_seed(1)
+    objectives = torch.rand(12, 2).round(decimals=1)
+    objectives[4:8, 1] = 0.3  # a constant objective in group 1: GDPO gives it 0 there
+    lengths = [3, 1, 2, 3, 2, 3, 1, 1, 3, 2, 2, 3]
+    groups = torch.arange(12) // n
+    scalar = GDPOAggregator(["a", "b"], weights).aggregate(objectives, groups).rewards
+    experiences = []
+    for k in range(0, 12, 3):
+        rows = range(k, k + 3)
+        exp = _experience([float(scalar[i]) for i in rows], rows)
+        exp.action_mask = torch.tensor([[t < lengths[i] for t in range(3)] for i in rows])
+        experiences.append(exp)
+    args = SimpleNamespace(
+        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
+        algo=SimpleNamespace(advantage=SimpleNamespace(estimator="reinforce_baseline", gamma=1.0, no_std_norm=False)),
+        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
+        data=SimpleNamespace(max_len=16),
+    )
+    maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+    theirs = [
+        float(e.advantages[b, t])
+        for e in maker.compute_advantages_and_returns(experiences)
+        for b in range(3)
+        for t in range(3)
+        if e.action_mask[b, t]
+    ]
+
+    # Independently: per-objective group z-scores (unbiased std, eps 1e-6, 0 for a constant), weighted sum.
+    values = objectives.tolist()
+    summed = []
+    for i in range(12):
+        g = range(i // n * n, i // n * n + n)
+        total = 0.0
+        for k, w in enumerate(weights):
+            column = [values[j][k] for j in g]
+            mu = sum(column) / n
+            sd = math.sqrt(sum((x - mu) ** 2 for x in column) / (n - 1))
+            total += w * (0.0 if max(column) == min(column) else (values[i][k] - mu) / (sd + 1e-6))
+        summed.append(total)
+    tokens = [summed[i] for i in range(12) for _ in range(lengths[i])]  # one entry per response token
+    mean = sum(tokens) / len(tokens)
+    std = math.sqrt(sum((x - mean) ** 2 for x in tokens) / len(tokens))
+    expected = [(x - mean) / std for x in tokens]
+    assert theirs == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 def test_objectives_are_read_in_experience_order_and_a_missing_one_is_named():
