@@ -272,7 +272,9 @@ def _patch_actor_attention(mod: ModuleType) -> None:
     (cli/train_ppo_ray.py 699-704), and flash-attn is a CUDA build. transformers >= 5 gives ``sdpa`` the same
     packed semantics: with no attention mask, the packed ``position_ids`` that OpenRLHF passes
     (ring_attn_utils.py 137-140, restarting at 0 per sample) become a block-diagonal causal mask
-    (masking_utils.find_packed_sequence_indices), so each sample attends to itself only."""
+    (masking_utils.find_packed_sequence_indices), so each sample attends to itself only. transformers does so
+    only when no KV cache is built (masking_utils 851-859); OpenRLHF turns the cache off for every model it
+    trains or scores (actor.py 208-210, model.py 159)."""
     cls = require_attr(mod, "Actor", "openrlhf.models.actor.Actor")
     _rebind(cls, "__init__", "openrlhf.models.actor.Actor.__init__", _sdpa_for_flash)
 

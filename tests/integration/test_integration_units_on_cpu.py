@@ -163,6 +163,9 @@ def test_a_packed_forward_equals_the_padded_one_in_log_probs_h_and_channels(tiny
     after the launcher pads the probe's packed values back. Rows are left-padded prompts + right-padded
     responses, as OpenRLHF lays them out."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    # As Actor.__init__ does (actor.py 208-210): without it transformers builds a KV cache and then ignores the
+    # packed position ids (masking_utils 851-859), so the packed rows would attend across samples.
+    model.config.use_cache = False
     sequences = torch.tensor(
         [[0, 0, 5, 6, 7, 8, 9, 0], [0, 11, 12, 13, 14, 15, 16, 17], [21, 22, 23, 24, 25, 0, 0, 0]]
     )
