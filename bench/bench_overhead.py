@@ -262,10 +262,8 @@ def read_tensorboard(record: dict, expected_steps: int) -> dict:
     record["step_total"] = scalars.get(STEP_TAG, {})
     record["make_experience"] = scalars.get(EXP_TAG, {})
     record["policy_forwards"] = scalars.get(FORWARDS_TAG, {})
-    record["aggregator_s"] = {  # controller time in the aggregator, per step (sum and maestro only)
-        s: scalars[AGG_TAGS[0]][s] + scalars[AGG_TAGS[1]].get(s, 0.0)
-        for s in scalars.get(AGG_TAGS[0], {})
-        if AGG_TAGS[1] in scalars
+    record["aggregator_s"] = {  # controller time in the aggregator, per step (sum logs no feedback: it learns none)
+        s: scalars[AGG_TAGS[0]][s] + scalars.get(AGG_TAGS[1], {}).get(s, 0.0) for s in scalars.get(AGG_TAGS[0], {})
     }
     steps = sorted(record["step_total"])
     if len(steps) < expected_steps:

@@ -172,6 +172,11 @@ class AggregatorSpec:
         return self.aggregator_class.needs_hidden
 
     @property
+    def needs_groups(self) -> bool:
+        """Whether the aggregator, with these options, reads prompt-group statistics (2+ responses per group)."""
+        return self.build(hidden_size=None).needs_groups
+
+    @property
     def model_channels(self) -> list[str]:
         """The objectives a registered ``ModelChannel`` computes (``openrlhf_maestro.channels``)."""
         return [o for o in self.objectives if is_channel(o)]

@@ -87,7 +87,6 @@ OPENRLHF_GRPO_SCRIPTS = {
         *("--rollout.batch_size", "128", "--train.batch_size", "1024", "--algo.dynamic_filtering_enable"),
     ],
 }
-REFUSED_UNTIL_AGENTS = {"train_reinforce_baseline_hybrid_engine.sh"}  # --train.agent_func_path: issue 14
 
 
 @pytest.mark.parametrize("script", sorted(OPENRLHF_GRPO_SCRIPTS))
@@ -106,9 +105,6 @@ def test_openrlhfs_own_grpo_flag_sets_pass_with_the_plugins_flags(script, aggreg
     message = proc.stderr.split("error:", 1)[-1] if proc.returncode else ""  # argparse's usage lists every flag
     for word in ("packing", "ring_attn", "dynamic_batch"):  # never a reason to refuse
         assert f"--ds.{word}" not in message and f"--train.{word}" not in message, message
-    if script in REFUSED_UNTIL_AGENTS:
-        assert proc.returncode == 2 and "--train.agent_func_path is not supported" in proc.stderr, proc.stderr
-        return
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--ds.packing_samples True" in proc.stdout or "packing" not in " ".join(flags)
     estimator = flags[flags.index("--algo.advantage.estimator") + 1]

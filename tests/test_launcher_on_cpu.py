@@ -65,6 +65,9 @@ def test_logical_gpus_follow_the_placement_flags():
     ]
     assert logical_gpus_needed(grpo) == 4
     assert logical_gpus_needed(grpo + ["--algo.kl.init_coef", "0"]) == 3
+    # A later flag overrides an earlier one, as in argparse (a script's extra flags): gae brings a critic.
+    ppo = grpo + ["--algo.advantage.estimator", "gae", "--critic.num_gpus_per_node", "1"]
+    assert logical_gpus_needed(ppo) == 5
 
 
 def test_help_lists_launcher_and_openrlhf_flags():

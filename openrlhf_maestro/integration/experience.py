@@ -59,18 +59,16 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
 
     Args:
         hook: the run's hook; its spec's objectives are the columns of the reward matrix.
-        preference_group: a ``RewardModelActor`` group for a ``reward_model`` channel, or None. It becomes
-            ``reward_model_group``, as in the patched OpenRLHF, which starts its reward model beside the
-            reward function when an aggregator is on; OpenRLHF's own reward dispatch skips it, since the
-            reward function has already scored every sample.
+
+    A reward model beside the reward function arrives as OpenRLHF's ``reward_model_group`` (the launcher starts
+    it, as the patched CLI does); OpenRLHF's own reward dispatch skips it, since the reward function has already
+    scored every sample, and the hook's ``reward_model`` channels call it.
     """
 
-    def __init__(self, *args, hook: AggregatorHook, preference_group=None, **kwargs) -> None:
+    def __init__(self, *args, hook: AggregatorHook, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.hook = hook
         self.function_objectives = hook.spec.function_objectives
-        if preference_group is not None:
-            self.reward_model_group = preference_group
         self.drop_invalid = hook.spec.drop_invalid_samples
         self.metrics: dict[str, float] = {}
         self._probe_next_actor_forward = False

@@ -268,25 +268,29 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
 def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
     """The OpenRLHF flags the aggregation depends on, checked on either path (launcher or patched OpenRLHF)."""
     problems = []
-    if not flag_value(args, "reward.remote_url"):
+    if not flag_value(args, "reward.remote_url") and not flag_value(args, "train.agent_func_path"):
         problems.append(
-            "--reward.aggregator reads objectives from a reward function: pass --reward.remote_url "
-            "FILE.py (its reward_func returns extra_logs['obj/<name>'])"
+            "--reward.aggregator reads objectives from a reward function or an agent: pass --reward.remote_url "
+            "FILE.py (its reward_func returns extra_logs['obj/<name>']) or --train.agent_func_path AGENT.py "
+            "(its last step() returns them)"
         )
     for name in spec.model_channels:
         if get_channel(name).source == "reward_model" and not flag_value(args, "reward.model_name_or_path"):
             problems.append(f"objective '{name}' is a reward model's score: pass --reward.model_name_or_path")
     n = flag_value(args, "rollout.n_samples_per_prompt")
-    if n is not None and n < 2:
+    if n is not None and n < 2 and spec.needs_groups:
         problems.append(
-            f"--rollout.n_samples_per_prompt {n}: an aggregator needs groups of at least 2 samples per "
-            "prompt (the normalization and the Conductor's meta-reward are relative to the group)"
+            f"--rollout.n_samples_per_prompt {n}: the {spec.aggregator} aggregator reads prompt-group statistics "
+            "(a z-score inside the group, or the group-relative meta-reward), so it needs 2 or more samples per "
+            "prompt; sum needs no groups"
         )
     estimator = flag_value(args, "algo.advantage.estimator")
-    if estimator is not None and estimator not in GROUP_ESTIMATORS:
+    if estimator is not None and estimator not in GROUP_ESTIMATORS and spec.aggregator_class.learns_from_advantages:
         problems.append(
-            f"--algo.advantage.estimator {estimator} is not group-relative; use one of "
-            f"{', '.join(GROUP_ESTIMATORS)} (GRPO is group_norm)"
+            f"--algo.advantage.estimator {estimator}: the {spec.aggregator} aggregator learns from the "
+            "group-relative advantage of its reward (each response against the other responses to its prompt), "
+            f"which {estimator} does not compute; use one of {', '.join(GROUP_ESTIMATORS)} (GRPO is group_norm), "
+            "or a static aggregator (sum, gdpo), which runs with any estimator"
         )
     if flag_value(args, "train.async_enable"):
         problems.append(
@@ -297,11 +301,6 @@ def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
         problems.append(
             f"--ckpt.disable_ds drops the checkpoint's client_states, where the {spec.aggregator} aggregator's "
             "state is saved; remove it (the aggregator would restart from scratch on resume)"
-        )
-    if flag_value(args, "train.agent_func_path"):
-        problems.append(
-            "--train.agent_func_path is not supported with --reward.aggregator: objectives are read "
-            "from a reward function file's extra_logs (--reward.remote_url FILE.py)"
         )
     return problems
 

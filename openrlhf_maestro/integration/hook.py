@@ -236,6 +236,8 @@ class AggregatorHook:
         return logs
 
     def after_advantages(self, experiences: list) -> dict[str, float]:
+        if not self.aggregator.learns_from_advantages:  # any estimator: nothing to feed back
+            return {}
         t0 = time.perf_counter()
         rewards = torch.cat([e.rewards.reshape(-1).float() for e in experiences])  # R after length penalties
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)

@@ -32,8 +32,9 @@ def install() -> None:
     import openrlhf.trainer.ray.ppo_actor as ppo_actor
 
     from openrlhf_maestro.integration.actor import ChannelPolicyModelActor
-    from openrlhf_maestro.integration.trainer import AggregatingPPOTrainer
+    from openrlhf_maestro.integration.trainer import AggregatingPPOTrainer, Placement
 
     ppo_actor.PolicyModelActor = ChannelPolicyModelActor
     ppo_trainer.PPOTrainer = AggregatingPPOTrainer
+    Placement.install()
     _installed = True

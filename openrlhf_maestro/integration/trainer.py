@@ -12,8 +12,10 @@ Extends OpenRLHF's trainer with ``super()`` calls only, where the upstream patch
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import ray
 import torch
@@ -32,26 +34,79 @@ from openrlhf_maestro.integration.samples import ObjectiveCheckingSamplesGenerat
 logger = logging.getLogger(__name__)
 
 
-def start_preference_model(strategy):
-    """OpenRLHF's own ``RewardModelActor`` group for the ``preference`` channel.
+class Placement:
+    """The placement group OpenRLHF gives each of its actor groups, recorded as the CLI creates them (driver).
 
-    OpenRLHF creates no reward model when a reward function is given (cli/train_ppo_ray.py 131-140); the
-    plugin needs both, so it starts the group here with OpenRLHF's flags: ``--reward.model_name_or_path``,
-    ``--reward.num_nodes``, ``--reward.num_gpus_per_node``, ``--reward.offload``, ``--reward.normalize_enable``.
+    ``train()`` builds the groups with a local ``pg`` (cli/train_ppo_ray.py 40-128): shared by every model under
+    ``--train.colocate_all``, one for critic and reward model under ``--train.colocate_critic_reward``.
     """
+
+    groups: ClassVar[dict[str, object]] = {}  # actor class name -> the pg its group was given (None: its own)
+
+    @classmethod
+    def install(cls) -> None:
+        from openrlhf.trainer.ray.launcher import RayActorGroup
+
+        original = RayActorGroup.__init__
+        if getattr(original, "__placement_recorder__", False):
+            return
+
+        @functools.wraps(original)
+        def __init__(self, num_nodes, num_gpus_per_node, ray_actor_type, pg=None, *args, **kwargs):
+            name = getattr(ray_actor_type, "__ray_actor_class__", ray_actor_type).__name__
+            cls.groups[name] = pg
+            original(self, num_nodes, num_gpus_per_node, ray_actor_type, pg, *args, **kwargs)
+
+        __init__.__placement_recorder__ = True
+        RayActorGroup.__init__ = __init__
+
+    @classmethod
+    def of(cls, suffix: str):
+        return next((pg for name, pg in cls.groups.items() if name.endswith(suffix)), None)
+
+
+def start_reward_model(strategy):
+    """OpenRLHF's own ``RewardModelActor`` group for a ``reward_model`` channel, placed as OpenRLHF places its
+    reward model (cli/train_ppo_ray.py 106-140): in the critic's group under ``--train.colocate_critic_reward``,
+    in the shared one under ``--train.colocate_all`` (0.2 of a GPU per actor), else on GPUs of its own.
+
+    Unpatched OpenRLHF starts no reward model when a reward function is given; the patched CLI does when an
+    aggregator is on, with these same arguments, and so does this (called in the driver, before the trainer)."""
     from openrlhf.trainer.ray.launcher import RayActorGroup, RewardModelActor
 
     a = strategy.args
+    pg = None
+    if a.train.colocate_critic_reward and a.critic.model_name_or_path:
+        pg = Placement.of("CriticModelActor")
+    elif a.train.colocate_all:
+        pg = Placement.of("PolicyModelActor")
     group = RayActorGroup(
         a.reward.num_nodes,
         a.reward.num_gpus_per_node,
         RewardModelActor,
-        pg=None,
-        num_gpus_per_actor=1,
+        pg=pg,
+        num_gpus_per_actor=0.2 if pg else 1,
         duplicate_actors=a.ds.ring_attn_size * a.ds.tensor_parallel_size,
     )
+    where = "its own GPUs" if pg is None else f"placement group {pg.id.hex()}, shared as OpenRLHF shares it"
+    print(f"[openrlhf-maestro] reward model for the reward_model channel: {where}", flush=True)
     ray.get(group.async_init_model_from_pretrained(strategy, a.reward.model_name_or_path))
     return group
+
+
+class TrainerLauncher:
+    """What OpenRLHF's CLI calls as ``PPOTrainer.remote(pretrain, strategy, actor, critic, reward, ref, engines,
+    ...)`` (cli/train_ppo_ray.py 149-162): starts the reward model a model channel reads, when OpenRLHF started
+    none, then the trainer actor with it."""
+
+    def __init__(self, actor_class) -> None:
+        self.actor_class = actor_class
+
+    def remote(self, pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs):
+        spec = spec_from_flags(strategy.args)
+        if reward_model is None and any(spec.channel(n).source == "reward_model" for n in spec.model_channels):
+            reward_model = start_reward_model(strategy)
+        return self.actor_class.remote(pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs)
 
 
 class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
@@ -59,8 +114,6 @@ class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
         super().__init__(pretrain, strategy, *args, **kwargs)
         self.hook = AggregatorHook(self.args, spec=spec_from_flags(self.args))
         spec = self.hook.spec
-        wants_rm = any(spec.channel(n).source == "reward_model" for n in spec.model_channels)
-        preference_group = start_preference_model(strategy) if wants_rm else None
         self.experience_maker = AggregatingExperienceMaker(
             self.actor_model_group,
             self.critic_model_group,
@@ -70,7 +123,6 @@ class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
             self.strategy,
             self.tokenizer,
             hook=self.hook,
-            preference_group=preference_group,
         )
         # Same dataloaders, tokenizer and engines; objective values are checked before OpenRLHF tensorizes them.
         previous = self.samples_generator
@@ -117,4 +169,4 @@ class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
         return self.hook.state_dict()
 
 
-AggregatingPPOTrainer = ray.remote(_AggregatingPPOTrainer)
+AggregatingPPOTrainer = TrainerLauncher(ray.remote(_AggregatingPPOTrainer))

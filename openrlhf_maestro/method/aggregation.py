@@ -173,6 +173,9 @@ class RewardAggregator:
     """True: the weights are a prior w_prior (non-negative, positive sum), not static weights."""
     option_names: ClassVar[tuple[str, ...]] = ()
     """The keyword options build() accepts (besides objectives, weights and the hidden width)."""
+    learns_from_advantages: ClassVar[bool] = False
+    """True: feedback() learns from the group-relative advantages Â of R (the integration computes them, and
+    needs a group-relative estimator and groups for it); False: feedback() is never called."""
     defining_estimator: ClassVar[str | None] = None
     """The advantage estimator under which R gives the method's advantage as its authors define it (None: the
     method defines R only, any estimator applies to it). The integration notes other estimators."""
@@ -193,6 +196,12 @@ class RewardAggregator:
                 f"the {cls.name!r} aggregator has no options {unknown}; it reads {list(cls.option_names) or 'none'}"
             )
         return cls(objectives, weights, **options)
+
+    @property
+    def needs_groups(self) -> bool:
+        """Whether aggregate() reads statistics of the prompt groups (so each group needs 2+ responses). A static
+        weighted sum does not; a z-score inside the group or a group-relative meta-reward does."""
+        return True
 
     @classmethod
     def has_state(cls) -> bool:
@@ -252,7 +261,8 @@ class RewardAggregator:
         if tuple(group_ids.shape) != (n,):
             raise ValueError(f"group_ids must have shape (N,) = ({n},) to match rewards, got {tuple(group_ids.shape)}")
         group_ids = group_ids.detach().cpu().long()
-        group_index(group_ids)  # raises on a group of size one, naming its id
+        if self.needs_groups:
+            group_index(group_ids)  # raises on a group of size one, naming its id
         if hidden is None:
             if self.needs_hidden:
                 raise ValueError(f"the {self.name!r} aggregator needs hidden states of shape (N, H) = ({n}, H)")
@@ -296,6 +306,10 @@ class SumAggregator(RewardAggregator):
     def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None) -> None:
         super().__init__(objectives)
         self.weights = _static_weights(weights, self.objectives)
+
+    @property
+    def needs_groups(self) -> bool:
+        return False
 
     def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,) = rewards @ w."""
@@ -345,6 +359,7 @@ class MaestroAggregator(RewardAggregator):
 
     needs_hidden: ClassVar[bool] = True
     weights_are_prior: ClassVar[bool] = True
+    learns_from_advantages: ClassVar[bool] = True
     option_names: ClassVar[tuple[str, ...]] = tuple(f.name for f in fields(MaestroConfig) if f.name != "prior")
 
     @classmethod
@@ -521,6 +536,10 @@ class RandomEmphasisAggregator(RewardAggregator):
         self.beta = float(beta)
         self.normalizer = ObjectiveNormalizer(normalization, len(self.objectives), norm_eps)
         self.generator = torch.Generator().manual_seed(int(seed))
+
+    @property
+    def needs_groups(self) -> bool:
+        return self.normalizer.mode == "group"
 
     def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,); one uniform action per response."""

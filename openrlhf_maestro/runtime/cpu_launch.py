@@ -37,12 +37,14 @@ class CpuFlagError(ValueError):
 
 
 def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """The flag's value as argparse will read it: the last occurrence wins (a script's extra flags override)."""
+    value = None
     for i, arg in enumerate(argv):
         if arg == flag and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def _has_flag(argv: Sequence[str], flag: str) -> bool:

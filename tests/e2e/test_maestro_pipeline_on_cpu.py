@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _support import log_tail, run_example, state_equal
+from _support import REPO, log_tail, run_example, state_equal
 
 from openrlhf_maestro.report import latest_run_scalars
 from openrlhf_maestro.runtime.cpu_info import cpu_isa
@@ -90,14 +90,23 @@ def test_resume_restores_the_conductor_exactly_and_continues(maestro_run, resume
     assert scalars["train/maestro/updates"] == {3: 3.0, 4: 4.0}  # the counter continues from the checkpoint
 
 
-def test_sum_trains_on_the_weighted_sum_of_the_objectives(tiny_model_dir, tmp_path_factory):
+def test_sum_trains_ppo_with_a_critic_on_the_weighted_sum_of_the_objectives(tiny_model_dir, tmp_path_factory):
+    """``sum`` under PPO with a critic (``gae``) and one response per prompt: no group anywhere."""
     weights = [0.5, 0.3, 0.2]
     run = run_example(
-        tmp_path_factory.mktemp("sum-run"),
+        tmp_path_factory.mktemp("sum-ppo-run"),
         tiny_model_dir,
+        "--algo.advantage.estimator",
+        "gae",
+        "--critic.num_nodes",
+        "1",
+        "--critic.num_gpus_per_node",
+        "1",
         AGGREGATOR="sum",
         WEIGHTS=",".join(map(str, weights)),
+        N_SAMPLES="1",
         STEPS_PROMPTS="8",
+        VERIFY_WEIGHT_SYNC="0",
     )
     assert run["returncode"] == 0, log_tail(run)
     scalars = latest_run_scalars(run["out"] / "tensorboard")
@@ -105,6 +114,8 @@ def test_sum_trains_on_the_weighted_sum_of_the_objectives(tiny_model_dir, tmp_pa
     for step in (1, 2):
         weighted = sum(w * scalars[f"train/reward/{n}"][step] for w, n in zip(weights, OBJECTIVES, strict=True))
         assert scalars["train/reward"][step] == pytest.approx(weighted, abs=1e-5)
+        assert math.isfinite(scalars["train/critic_loss"][step])  # the critic trained on the sum's returns
+    assert "train/reward/seconds_feedback" not in scalars  # a static sum learns nothing from the advantages
 
 
 def test_random_emphasis_ablation_runs_with_its_prior_and_saves_its_state(tiny_model_dir, tmp_path_factory):
@@ -174,3 +185,26 @@ def test_a_plugin_aggregator_and_channel_train_with_no_edit_to_the_package(tiny_
     saved = torch.load(run["out"] / "model/reward_aggregator.pt", weights_only=True)
     assert saved["aggregator"] == "hidden_width" and saved["plugins"] == [plugin]
     assert saved["hidden_size"] == 128 and saved["state"] == {"calls": 2}
+
+
+def test_a_two_turn_agent_reports_the_objectives_of_its_last_turn(tiny_model_dir, tmp_path_factory):
+    """OpenRLHF's multi-turn agent API (``--train.agent_func_path``) with MAESTRO: the objectives travel in the
+    last step()'s extra_logs (examples/agents/two_turn_agent.py)."""
+    max_new_tokens = 32
+    run = run_example(
+        tmp_path_factory.mktemp("agent-run"),
+        tiny_model_dir,
+        "--train.agent_func_path",
+        str(REPO / "examples/agents/two_turn_agent.py"),
+        STEPS_PROMPTS="8",
+        MAX_NEW_TOKENS=str(max_new_tokens),
+        VERIFY_WEIGHT_SYNC="0",
+    )
+    assert run["returncode"] == 0, log_tail(run)
+    scalars = latest_run_scalars(run["out"] / "tensorboard")
+    for name in OBJECTIVES:
+        assert sorted(scalars[f"train/reward/{name}"]) == [1, 2], name
+        assert sorted(scalars[f"train/maestro/weight/{name}"]) == [1, 2], name
+    assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
+    # Two turns: a response spans the first answer, the environment's follow-up and the second answer.
+    assert max(scalars["train/response_length"].values()) > max_new_tokens, scalars["train/response_length"]

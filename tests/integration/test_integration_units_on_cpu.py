@@ -85,8 +85,12 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
             "--rollout.n_samples_per_prompt 1",
         ),
         (
-            ["--reward.aggregator", "gdpo", "--reward.objectives", "a", "--algo.advantage.estimator", "gae"],
-            "gae is not group-relative",
+            ["--reward.aggregator", "maestro", "--reward.objectives", "a", "--algo.advantage.estimator", "gae"],
+            "the maestro aggregator learns from the group-relative advantage of its reward",
+        ),
+        (
+            ["--reward.aggregator", "random", "--reward.objectives", "a", "--rollout.n_samples_per_prompt", "1"],
+            "the random aggregator reads prompt-group statistics",
         ),
         (["--reward.aggregator", "sum", "--reward.objectives", "a", "--train.async_enable"], "--train.async_enable"),
         (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--ckpt.disable_ds"], "--ckpt.disable_ds"),
@@ -113,6 +117,30 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
 def test_each_bad_combination_is_named(flags, expected):
     problems = validate(parse(*flags))
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("estimator", ["gae", "reinforce", "flash_reinforce", *GROUP_ESTIMATORS])
+def test_static_aggregators_run_with_every_estimator(estimator):
+    """sum reads no groups (PPO's one sample per prompt is fine); gdpo and random need groups, not a group
+    estimator; only an aggregator that learns from Â needs a group-relative estimator."""
+    given = ("--reward.objectives", "a,b", "--algo.advantage.estimator", estimator)
+    assert validate(parse("--reward.aggregator", "sum", *given, "--rollout.n_samples_per_prompt", "1")) == []
+    assert validate(parse("--reward.aggregator", "gdpo", *given)) == []
+    assert validate(parse("--reward.aggregator", "random", *given)) == []
+    no_groups = ("--maestro.normalization", "none", "--rollout.n_samples_per_prompt", "1")
+    assert validate(parse("--reward.aggregator", "random", *given, *no_groups)) == []
+    assert (validate(parse("--reward.aggregator", "maestro", *given)) == []) == (estimator in GROUP_ESTIMATORS)
+
+
+def test_a_static_aggregator_with_single_samples_feeds_nothing_back():
+    hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "2,1")
+    experiences = [
+        _experience([0.0, 0.0], [0, 1], {"obj/a": torch.tensor([1.0, 0.0]), "obj/b": torch.tensor([0.5, 1])})
+    ]
+    hook.args.rollout.n_samples_per_prompt = 1  # one response per prompt, as PPO with a critic runs
+    hook.before_advantages(experiences)
+    assert experiences[0].rewards.tolist() == [2.5, 1.0]
+    assert hook.after_advantages(experiences) == {}  # no group advantages computed, whatever the estimator
 
 
 def test_unknown_aggregator_is_named_with_the_valid_ones():
