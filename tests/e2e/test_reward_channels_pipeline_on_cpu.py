@@ -37,9 +37,12 @@ def nover(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp_path_factory):
+    """All five on the launcher's path, every model colocated (``--train.colocate_all``, as all five of OpenRLHF's
+    GRPO-style scripts run): the reward model joins the placement group OpenRLHF shares among its models."""
     run = run_example(
         tmp_path_factory.mktemp("five-channels"),
         nover["actor"],
+        "--train.colocate_all",
         "--data.max_len",
         "1024",
         "--reward.model_name_or_path",
@@ -54,6 +57,7 @@ def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp
         STEPS_PROMPTS="8",
     )
     assert run["returncode"] == 0, log_tail(run)
+    assert "reward model for the reward_model channel: placement group" in run["log"].read_text(errors="replace")
     scalars = latest_run_scalars(run["out"] / "tensorboard")
     for name in FIVE:
         for tag in (f"train/reward/{name}", f"train/maestro/weight/{name}"):
