@@ -3,7 +3,7 @@
 Three sources parse into it, and it serializes back to the third:
 
 - the launcher's flags (``--reward.aggregator/objectives/weights``, ``--maestro.*``, ``--perplexity.*``,
-  ``--reward.drop_invalid_samples``, ``--reward.weights_log``): ``AggregatorSpec.from_flags(args)``;
+  ``--reward.failure_policy``, ``--reward.weights_log``): ``AggregatorSpec.from_flags(args)``;
 - OpenRLHF's hook flag ``--reward.aggregator_args`` (a JSON object): ``AggregatorSpec.from_aggregator_args``;
 - the saved ``reward_aggregator.json`` / checkpoint record: ``AggregatorSpec.from_json(spec.to_json())``.
 
@@ -34,10 +34,12 @@ JSON_KEYS = (
     "options",
     "context",
     "channels",
-    "drop_invalid_samples",
+    "failure_policy",
+    "drop_invalid_samples",  # older: true is failure_policy "drop_response"
     "weights_log",
     "plugins",
 )
+FAILURE_POLICIES = ("stop", "drop_response", "skip_objective")
 
 
 def load_plugins(plugins: object) -> tuple[str, ...]:
@@ -81,8 +83,11 @@ class AggregatorSpec:
     """Where a hidden-state aggregator reads h: the response's last token or the prompt's."""
     channels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Options of the model channels among the objectives (the channel class's defaults, then these)."""
-    drop_invalid_samples: bool = False
-    """A response whose reward function failed gets zero advantage and is counted, instead of stopping the step."""
+    failure_policy: str = "stop"
+    """What a response whose reward function failed (raised, None, or a missing / non-finite objective) does:
+    ``stop`` the step with an error naming it; ``drop_response``: zero advantage, counted; ``skip_objective``:
+    only the missing objectives are left out of that response's R (the remaining weights renormalized; all
+    missing: zero advantage), each skip counted per objective."""
     weights_log: str | None = None
     """Append one JSON line per response and step (prompt, weights) to this file."""
     plugins: tuple[str, ...] = ()
@@ -133,6 +138,24 @@ class AggregatorSpec:
                 field="options",
             )
         object.__setattr__(self, "options", dict(self.options))
+        if self.failure_policy not in FAILURE_POLICIES:
+            raise SpecError(
+                f"failure_policy must be one of {list(FAILURE_POLICIES)}, got {self.failure_policy!r}",
+                field="failure_policy",
+            )
+        if self.failure_policy == "skip_objective":
+            if not cls.handles_missing:
+                raise SpecError(
+                    f"the {self.aggregator!r} aggregator cannot leave out a missing objective (its class does not "
+                    "declare handles_missing); use failure_policy stop or drop_response",
+                    field="failure_policy",
+                )
+            if self.options.get("normalization") == "batch":
+                raise SpecError(
+                    "failure_policy skip_objective needs normalization 'group' or 'none': the running statistics "
+                    "of 'batch' count every objective in every row",
+                    field="failure_policy",
+                )
         if self.context not in CONTEXTS:
             raise SpecError(f"context must be one of {list(CONTEXTS)}, got {self.context!r}", field="context")
         channels = {}
@@ -190,8 +213,15 @@ class AggregatorSpec:
         """The channel object for objective ``name``, with this spec's options for it."""
         return get_channel(name)(**(self.channels.get(name, {}) if options is None else options))
 
+    @property
+    def drop_invalid_samples(self) -> bool:
+        """Whether a failed response is dropped rather than stopping the step (either non-stop policy)."""
+        return self.failure_policy != "stop"
+
     def build(self, hidden_size: int | None) -> RewardAggregator:
-        return self.aggregator_class.build(self.objectives, self.weights, self.options, hidden_size)
+        aggregator = self.aggregator_class.build(self.objectives, self.weights, self.options, hidden_size)
+        aggregator.accepts_missing = self.failure_policy == "skip_objective"
+        return aggregator
 
     # -- JSON -----------------------------------------------------------------------------------------------
 
@@ -204,7 +234,7 @@ class AggregatorSpec:
             "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
             "context": self.context,
             "channels": {k: dict(v) for k, v in self.channels.items()},
-            "drop_invalid_samples": self.drop_invalid_samples,
+            "failure_policy": self.failure_policy,
             "weights_log": self.weights_log,
             "plugins": list(self.plugins),
         }
@@ -230,7 +260,7 @@ class AggregatorSpec:
             options=options,
             context=data.get("context", "response"),
             channels=data.get("channels", {}),
-            drop_invalid_samples=bool(data.get("drop_invalid_samples", False)),
+            failure_policy=_failure_policy(data),
             weights_log=data.get("weights_log"),
             plugins=tuple(data.get("plugins") or ()),
         )
@@ -239,8 +269,9 @@ class AggregatorSpec:
     def from_aggregator_args(cls, aggregator: str, args: Mapping[str, Any]) -> AggregatorSpec:
         """``--reward.aggregator NAME --reward.aggregator_args JSON`` (OpenRLHF's hook); errors name the flag.
 
-        Keys: objectives (required), weights, options, context, channels, drop_invalid_samples, weights_log.
-        ``maestro`` is the older spelling of ``options``.
+        Keys: objectives (required), weights, options, context, channels, failure_policy, weights_log, plugins.
+        ``maestro`` is the older spelling of ``options``, ``drop_invalid_samples: true`` of ``failure_policy:
+        "drop_response"``.
         """
         try:
             if not isinstance(args, Mapping):
@@ -275,7 +306,7 @@ class AggregatorSpec:
                 options=args.get("options", {}),
                 context=args.get("context", "response"),
                 channels=args.get("channels", {}),
-                drop_invalid_samples=bool(args.get("drop_invalid_samples", False)),
+                failure_policy=_failure_policy(args),
                 weights_log=args.get("weights_log"),
                 plugins=tuple(args.get("plugins") or ()),
             )
@@ -284,6 +315,15 @@ class AggregatorSpec:
             raise SpecError(f"{ARGS_FLAG}{where}: {err}", err.field) from None
         except ValueError as err:
             raise SpecError(f"{ARGS_FLAG}: {err}") from None
+
+
+def _failure_policy(data: Mapping[str, Any]) -> str:
+    """``failure_policy``, or the older boolean ``drop_invalid_samples`` (true: drop_response)."""
+    if "failure_policy" in data and "drop_invalid_samples" in data:
+        raise SpecError('give "failure_policy" or its older form "drop_invalid_samples", not both', "failure_policy")
+    if "failure_policy" in data:
+        return data["failure_policy"]
+    return "drop_response" if data.get("drop_invalid_samples") else "stop"
 
 
 def _is_number(value: object) -> bool:

@@ -32,7 +32,7 @@ def test_flags_json_args_and_saved_record_describe_the_same_spec():
     }
     as_json = json.loads(json.dumps(from_flags.to_json()))
     assert AggregatorSpec.from_json(as_json) == from_flags
-    args = {k: as_json[k] for k in ("objectives", "weights", "options", "context", "channels", "drop_invalid_samples")}
+    args = {k: as_json[k] for k in ("objectives", "weights", "options", "context", "channels", "failure_policy")}
     assert AggregatorSpec.from_aggregator_args("maestro", args) == from_flags
 
 
@@ -119,10 +119,32 @@ def test_deprecated_flags_still_work_and_name_their_replacement(capsys):
     assert spec.drop_invalid_samples and spec.weights_log == "w.jsonl"
     assert spec.channels["perplexity"]["reasoning_end"] == "</r>"
     err = capsys.readouterr().err
-    assert "--maestro.drop_invalid_samples is deprecated" in err and "use --reward.drop_invalid_samples" in err
+    assert "--maestro.drop_invalid_samples is deprecated" in err and "use --reward.failure_policy drop_response" in err
     assert "use --perplexity.reasoning_end" in err and "use --reward.weights_log" in err
 
 
 def test_a_missing_plugin_in_json_args_names_the_key():
     with pytest.raises(SpecError, match=r"--reward.aggregator_args \"plugins\": cannot import plugin 'no_such_mod_q'"):
         AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "plugins": ["no_such_mod_q"]})
+
+
+def test_failure_policy_parses_from_every_source_and_refuses_what_cannot_skip():
+    new = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b", "--reward.failure_policy",
+                                "skip_objective"))  # fmt: skip
+    assert new.failure_policy == "skip_objective" and new.build(None).accepts_missing
+    old = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b",
+                                "--reward.drop_invalid_samples"))  # fmt: skip
+    assert old.failure_policy == "drop_response" and not old.build(None).accepts_missing
+    record = {**new.to_json(), "failure_policy": None}
+    del record["failure_policy"]
+    record["drop_invalid_samples"] = True  # a reward_aggregator.json written before failure_policy existed
+    assert AggregatorSpec.from_json(record).failure_policy == "drop_response"
+    with pytest.raises(SpecError, match='"failure_policy"'):
+        AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "failure_policy": "ignore"})
+    with pytest.raises(SpecError, match="not both"):
+        AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "failure_policy": "stop",
+                                                    "drop_invalid_samples": True})  # fmt: skip
+    with pytest.raises(SpecError, match="skip_objective needs normalization 'group' or 'none'"):
+        AggregatorSpec("maestro", ("a", "b"), options={"normalization": "batch"}, failure_policy="skip_objective")
+    with pytest.raises(SystemExit):  # argparse refuses a value outside the choices
+        flags("--reward.aggregator", "sum", "--reward.objectives", "a", "--reward.failure_policy", "ignore")

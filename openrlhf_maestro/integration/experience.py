@@ -70,6 +70,7 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
         self.hook = hook
         self.function_objectives = hook.spec.function_objectives
         self.drop_invalid = hook.spec.drop_invalid_samples
+        self.skip_objective = hook.spec.failure_policy == "skip_objective"
         self.metrics: dict[str, float] = {}
         self._probe_next_actor_forward = False
 
@@ -82,11 +83,14 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
                 raise InvalidSampleError(
                     f"response {i} of this rollout batch ({_describe(sample)}): "
                     + "; ".join(problems)
-                    + ". Fix the reward function, or pass --reward.drop_invalid_samples to give such responses "
-                    "zero advantage and count them in reward/dropped_samples."
+                    + ". Fix the reward function, or pass --reward.failure_policy drop_response (zero advantage "
+                    "for such responses) or skip_objective (leave out only the missing objectives)."
                 )
-            # Placeholders keep the micro-batch tensors aligned; the row is neutralized after aggregation.
-            sample.info[INVALID_KEY] = torch.tensor([float(bool(problems))])
+            # Placeholders keep the micro-batch tensors aligned; the row is neutralized after aggregation. Under
+            # skip_objective only a reward function that returned nothing fails the whole row; a missing objective
+            # becomes NaN below and is left out of that row's R alone.
+            whole_row = sample.rewards is None if self.skip_objective else bool(problems)
+            sample.info[INVALID_KEY] = torch.tensor([float(whole_row)])
             if sample.rewards is None:
                 sample.rewards = torch.zeros(1)
             if sample.scores is None:

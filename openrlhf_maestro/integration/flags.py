@@ -7,15 +7,16 @@ aggregator depends on (``openrlhf_problems``, shared with the hook on a patched 
 
     --reward.aggregator NAME          a registered aggregator, an entry point, module:Class or file.py:Class
     --reward.objectives A,B           --reward.weights 1,2
-    --reward.drop_invalid_samples     --reward.weights_log FILE
+    --reward.failure_policy stop|drop_response|skip_objective    --reward.weights_log FILE
     --reward.plugins A.py,pkg.mod     imported first in every process: they register aggregators and channels
     --maestro.<option>                the Conductor's options (MaestroConfig); `random` reads beta,
                                       normalization, norm_eps and seed, which it shares by design
     --maestro.context response|prompt where a hidden-state aggregator reads h
     --perplexity.reasoning_end        --perplexity.reference_template   (the perplexity channel)
 
-Older spellings (``--maestro.drop_invalid_samples``, ``--maestro.weights_log``, ``--maestro.reasoning_end``,
-``--maestro.reference_template``) still work for one release and print which flag replaces them.
+Older spellings (``--reward.drop_invalid_samples`` and ``--maestro.drop_invalid_samples``: ``--reward.failure_policy
+drop_response``; ``--maestro.weights_log``, ``--maestro.reasoning_end``, ``--maestro.reference_template``) still work
+for one release and print which flag replaces them.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from typing import Any
 
 from openrlhf_maestro.channels import get_channel
 from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator
-from openrlhf_maestro.spec import CONTEXTS, AggregatorSpec, SpecError, load_plugins
+from openrlhf_maestro.spec import CONTEXTS, FAILURE_POLICIES, AggregatorSpec, SpecError, load_plugins
 
 # MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
 _CONFIG_FIELDS = [f for f in dataclasses.fields(MaestroConfig) if f.name != "prior"]
 # old flag -> new flag; the old one keeps working for one release.
 DEPRECATED_FLAGS = {
-    "--maestro.drop_invalid_samples": "--reward.drop_invalid_samples",
+    "--maestro.drop_invalid_samples": "--reward.failure_policy drop_response",
+    "--reward.drop_invalid_samples": "--reward.failure_policy drop_response",
     "--maestro.weights_log": "--reward.weights_log",
     "--maestro.reasoning_end": "--perplexity.reasoning_end",
     "--maestro.reference_template": "--perplexity.reference_template",
@@ -66,18 +68,20 @@ def upstream_hook_installed() -> bool:
 class _Deprecated(argparse.Action):
     """An older spelling: stores into the new flag's destination and says which flag replaces it."""
 
-    def __init__(self, option_strings, dest, new_flag: str, flag_action: str = "store", **kwargs) -> None:
-        self.new_flag, self.flag_action = new_flag, flag_action
-        super().__init__(option_strings, dest, nargs=0 if flag_action == "store_true" else None, **kwargs)
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs) -> None:
+        # "--new.flag VALUE": a switch that stores VALUE; "--new.flag": takes the value it is given
+        self.new_flag, _, self.stored = new_flag.partition(" ")
+        self.message = new_flag
+        super().__init__(option_strings, dest, nargs=0 if self.stored else None, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         print(
             f"[openrlhf-maestro] {option_string} is deprecated and will be removed in the next release; "
-            f"use {self.new_flag}",
+            f"use {self.message}",
             file=sys.stderr,
             flush=True,
         )
-        setattr(namespace, self.dest, True if self.flag_action == "store_true" else values)
+        setattr(namespace, self.dest, self.stored or values)
 
 
 def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,11 +119,14 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         "register aggregators (@register_aggregator) and model channels (@register_channel) by name",
     )
     group.add_argument(
-        "--reward.drop_invalid_samples",
-        action="store_true",
-        default=False,
-        help="give responses whose reward function raised or returned None/NaN/a missing objective zero "
-        "advantage and count them (reward/dropped_samples) instead of stopping the run",
+        "--reward.failure_policy",
+        type=str,
+        default="stop",
+        choices=FAILURE_POLICIES,
+        help="a response whose reward function raised, returned None, or left an objective missing or not finite: "
+        "stop (the step fails, naming it), drop_response (zero advantage, counted in reward/dropped_samples), "
+        "skip_objective (only the missing objectives are left out of its reward, the other weights "
+        "renormalized; counted per objective in reward/skipped/<name>; all missing: zero advantage)",
     )
     group.add_argument(
         "--reward.weights_log",
@@ -150,13 +157,11 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         "is measured (default: NOVER's answer block)",
     )
     for old, new in DEPRECATED_FLAGS.items():
-        store_true = new == "--reward.drop_invalid_samples"
         group.add_argument(
             old,
-            dest=new.removeprefix("--"),
+            dest=new.split()[0].removeprefix("--"),
             action=_Deprecated,
             new_flag=new,
-            flag_action="store_true" if store_true else "store",
             default=argparse.SUPPRESS,
             help=f"deprecated: use {new}",
         )
@@ -198,6 +203,7 @@ FLAG_OF_FIELD = {
     "options": "--maestro.*",
     "context": "--maestro.context",
     "channels": "--perplexity.*",
+    "failure_policy": "--reward.failure_policy",
     "plugins": "--reward.plugins",
 }
 
@@ -257,7 +263,7 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
             channels={"perplexity": {k: flag_value(args, f"perplexity.{k}") for k in perplexity_options}}
             if "perplexity" in objectives
             else {},
-            drop_invalid_samples=bool(flag_value(args, "reward.drop_invalid_samples", False)),
+            failure_policy=flag_value(args, "reward.failure_policy", "stop"),
             weights_log=flag_value(args, "reward.weights_log"),
             plugins=plugins,
         )

@@ -7,9 +7,10 @@ Per rollout batch, between OpenRLHF's model forwards and its advantages:
     before_advantages(experiences, policy_outputs, experience_maker)
                                                    the model channels' objectives (``model_channels``), then
                                                    (N, K) objectives from info["obj/<name>"] -> R (N,) into
-                                                   experience.rewards and info["reward"]; responses whose
-                                                   reward function failed get their group's mean (zero
-                                                   advantage) under drop_invalid_samples, else the step stops
+                                                   experience.rewards and info["reward"]; a response whose
+                                                   reward function failed stops the step, gets its group's
+                                                   mean (zero advantage: drop_response), or has only its
+                                                   missing objectives left out (skip_objective)
     after_advantages(experiences)                  the group-relative advantages of the final R (after
                                                    OpenRLHF's length penalties) -> the aggregator's feedback
     state_dict / load_state_dict                   the spec's record + the aggregator's state (checkpoints)
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from openrlhf_maestro.channels import is_channel
 from openrlhf_maestro.integration.model_channels import compute_model_channels
 from openrlhf_maestro.method import RewardAggregator, group_advantages
 from openrlhf_maestro.probe import HIDDEN, PolicyProbe
@@ -110,6 +112,21 @@ def fill_with_group_means(values: torch.Tensor, invalid: torch.Tensor, group_ids
         rows = group_ids == gid
         valid = rows & ~invalid
         out[rows & invalid] = values[valid].mean(dim=0) if valid.any() else torch.zeros(values.shape[1:])
+    return out
+
+
+def fill_absent_entries(values: torch.Tensor, absent: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """(N, K) values: each absent entry becomes the mean of the present entries of its objective in its group (0
+    if none), so a filled entry leaves its group's mean as it was. With whole rows absent and the others complete,
+    this is ``fill_with_group_means`` on the matrix."""
+    if not absent.any():
+        return values
+    out = values.clone()
+    for gid in torch.unique(group_ids[absent.any(dim=1)]):
+        rows = group_ids == gid
+        for k in absent[rows].any(dim=0).nonzero().flatten().tolist():
+            present = rows & ~absent[:, k]
+            out[rows & absent[:, k], k] = values[present, k].mean() if present.any() else 0.0
     return out
 
 
@@ -201,13 +218,23 @@ class AggregatorHook:
             for name, column in values.items():
                 set_objective(experiences, name, column)
         rewards = objective_matrix(experiences, list(spec.objectives))
-        invalid = self._invalid_rows(experiences, rewards)
-        if spec.drop_invalid_samples:
+        invalid, missing = self._invalid_rows(experiences, rewards)
+        if spec.failure_policy != "stop":
             logs["reward/dropped_samples"] = float(invalid.sum())
-        rewards = fill_with_group_means(rewards, invalid, group_ids)
-        if invalid.any():  # keep OpenRLHF's own obj/* logs finite
+        if spec.failure_policy == "skip_objective":
             for k, name in enumerate(spec.objectives):
-                set_objective(experiences, name, rewards[:, k])
+                logs[f"reward/skipped/{name}"] = float((missing[:, k] & ~invalid).sum())
+        absent = missing | invalid.unsqueeze(1)
+        filled = fill_absent_entries(rewards, absent, group_ids)
+        if absent.any():  # keep OpenRLHF's own obj/* logs finite
+            for k, name in enumerate(spec.objectives):
+                set_objective(experiences, name, filled[:, k])
+        # skip_objective: the aggregator leaves each absent entry out of its response's R (NaN); otherwise
+        # dropped rows carry their group's means, which keeps the group's per-objective statistics as they were.
+        if spec.failure_policy == "skip_objective":
+            rewards = torch.where(absent, torch.full_like(rewards, float("nan")), rewards)
+        else:
+            rewards = filled
         hidden = None
         if spec.needs_hidden:
             if policy_outputs is None:
@@ -246,9 +273,15 @@ class AggregatorHook:
         logs["reward/seconds_feedback"] = time.perf_counter() - t0
         return logs
 
-    def _invalid_rows(self, experiences: list, rewards: torch.Tensor) -> torch.Tensor:
-        """(N,) bool: responses whose reward function failed (flagged before the forwards, or a non-finite
-        objective). Raises unless ``drop_invalid_samples``; a non-finite model channel always raises."""
+    def _invalid_rows(self, experiences: list, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which responses and objectives failed, by the failure policy.
+
+        Returns (N,) bool ``invalid``: responses left out whole (zero advantage): their reward function failed
+        (flagged before the forwards), or any objective is not finite under ``drop_response``, or every
+        function objective is missing under ``skip_objective``; and (N, K) bool ``missing``: single objectives
+        left out of their response's R (``skip_objective`` only). Raises under ``stop``; a non-finite model
+        channel always raises.
+        """
         spec = self.spec
         flagged = torch.cat(
             [e.info.get(INVALID_KEY, torch.zeros(len(e.index))).reshape(-1) for e in experiences]
@@ -256,18 +289,22 @@ class AggregatorHook:
         bad = ~torch.isfinite(rewards)
         for k, name in enumerate(spec.objectives):
             rows = bad[:, k] & ~flagged
-            if rows.any() and (name in spec.model_channels or not spec.drop_invalid_samples):
+            if rows.any() and (name in spec.model_channels or spec.failure_policy == "stop"):
                 row = int(rows.nonzero()[0])
                 raise InvalidSampleError(
                     f"objective '{name}' is {rewards[row, k].item()} (not finite) for response {row} of this batch. "
                     + (
                         "It is a model channel: this is a bug or a numerical overflow in the policy."
                         if name in spec.model_channels
-                        else "Fix the reward function, or pass --reward.drop_invalid_samples to give such "
-                        "responses zero advantage and count them in reward/dropped_samples."
+                        else "Fix the reward function, or pass --reward.failure_policy drop_response (zero "
+                        "advantage for such responses) or skip_objective (leave out only that objective)."
                     )
                 )
-        return flagged | bad.any(dim=1)
+        if spec.failure_policy != "skip_objective":
+            return flagged | bad.any(dim=1), torch.zeros_like(bad)
+        function = torch.tensor([not is_channel(name) for name in spec.objectives])
+        invalid = flagged | (bad | ~function).all(dim=1)
+        return invalid, bad & ~invalid.unsqueeze(1)
 
     # -- checkpoints and the standalone file -----------------------------------------------------------------
 

@@ -6,8 +6,9 @@ with "too many dimensions 'str'" (or a TypeError) that names neither the key nor
 becomes a (1, K) tensor that crashes ``training_step`` later. ``ObjectiveCheckingSamplesGenerator`` checks
 each declared ``obj/<name>`` first: one real number (int, float, or a one-element tensor; not a bool) passes unchanged.
 Anything else stops the step with an error naming the key, the value, its type and the prompt, or, with
-``--reward.drop_invalid_samples``, is replaced by NaN so that the experience maker's per-sample check drops
-that response (zero advantage) and counts it in ``reward/dropped_samples``, like any other invalid value.
+``--reward.failure_policy`` other than ``stop``, is replaced by NaN, so that the hook drops that response (zero
+advantage, ``reward/dropped_samples``) or, under ``skip_objective``, leaves that objective out of its reward
+(``reward/skipped/<name>``), like any other missing value.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
     Args (beyond SamplesGenerator's):
         objectives: the objective names the reward function reports (``--reward.objectives`` minus the
             channels the plugin computes).
-        drop_invalid: ``--reward.drop_invalid_samples``.
+        drop_invalid: the failure policy is not ``stop`` (``AggregatorSpec.drop_invalid_samples``).
     """
 
     def __init__(self, *args, objectives: list[str], drop_invalid: bool, **kwargs) -> None:
@@ -68,8 +69,8 @@ class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
                 raise InvalidSampleError(
                     f"the reward function returned {shown} for {where}: each obj/<name> in extra_logs must be one "
                     "number (a float, an int or a one-element tensor). Fix the reward function, or pass "
-                    "--reward.drop_invalid_samples to give such responses zero advantage and count them in "
-                    "reward/dropped_samples."
+                    "--reward.failure_policy drop_response (zero advantage for such responses) or skip_objective "
+                    "(leave out only that objective)."
                 )
             for key, value in bad.items():
                 if (key, type(value).__name__) not in self._warned:

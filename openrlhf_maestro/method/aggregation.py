@@ -23,7 +23,7 @@ from torch import Tensor
 from .conductor import Conductor, Features
 from .config import MaestroConfig
 from .meta_update import MetaUpdater
-from .normalize import ObjectiveNormalizer, group_index, group_norm, group_zscore
+from .normalize import ObjectiveNormalizer, group_index, group_norm, group_zscore, scalarize
 from .weights import DEFAULT_BETA, action_weights, validate_prior
 
 __all__ = [
@@ -173,6 +173,11 @@ class RewardAggregator:
     """True: the weights are a prior w_prior (non-negative, positive sum), not static weights."""
     option_names: ClassVar[tuple[str, ...]] = ()
     """The keyword options build() accepts (besides objectives, weights and the hidden width)."""
+    handles_missing: ClassVar[bool] = False
+    """True: aggregate() can take NaN for a missing objective when ``accepts_missing`` is set (the
+    ``skip_objective`` failure policy): that objective is left out of the response's R, the rest reweighted."""
+    accepts_missing: bool = False
+    """Set by the integration under ``skip_objective`` (only for a class that ``handles_missing``)."""
     learns_from_advantages: ClassVar[bool] = False
     """True: feedback() learns from the group-relative advantages Â of R (the integration computes them, and
     needs a group-relative estimator and groups for it); False: feedback() is never called."""
@@ -251,6 +256,8 @@ class RewardAggregator:
             raise ValueError("rewards is empty (N=0)")
         rewards = rewards.detach().cpu()
         bad = ~torch.isfinite(rewards)
+        if self.accepts_missing:  # NaN marks a missing objective; an infinity is still an error
+            bad &= ~torch.isnan(rewards)
         if bool(bad.any()):
             row, col = (int(i) for i in bad.nonzero()[0])
             value = rewards[row, col].item()
@@ -273,8 +280,8 @@ class RewardAggregator:
         return rewards.to(torch.float32), group_ids
 
     def reward_metrics(self, rewards: Tensor) -> dict[str, float]:
-        """`reward/<name>`: batch mean of each raw objective."""
-        means = rewards.mean(0).tolist()
+        """`reward/<name>`: batch mean of each raw objective (over the responses that have it)."""
+        means = rewards.nanmean(0).tolist()
         return {f"reward/{name}": float(m) for name, m in zip(self.objectives, means, strict=True)}
 
 
@@ -296,12 +303,14 @@ def _static_weights(weights: Sequence[float] | None, objectives: list[str]) -> T
 
 @register_aggregator("sum")
 class SumAggregator(RewardAggregator):
-    """R_ij = Σ_k w_k · r_ijk with static weights w (K,), default 1.0 each.
+    """R_ij = Σ_k w_k · r_ijk with static weights w (K,), default 1.0 each (a missing r_ijk: ``scalarize``).
 
     Args:
         objectives: K names.
         weights: K finite numbers (not normalized; group_norm afterwards is scale-invariant anyway).
     """
+
+    handles_missing: ClassVar[bool] = True
 
     def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None) -> None:
         super().__init__(objectives)
@@ -314,7 +323,7 @@ class SumAggregator(RewardAggregator):
     def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,) = rewards @ w."""
         rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
-        scalar = (self.weights * rewards).sum(-1)
+        scalar = scalarize(self.weights, rewards)
         return AggregateOutput(scalar, self.reward_metrics(rewards), self.weights.expand_as(rewards))
 
 
@@ -333,6 +342,8 @@ class GDPOAggregator(RewardAggregator):
         eps: ε of the per-objective z-score.
     """
 
+    handles_missing: ClassVar[bool] = True
+
     defining_estimator = "reinforce_baseline"
 
     def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None, eps: float = 1e-6) -> None:
@@ -343,7 +354,7 @@ class GDPOAggregator(RewardAggregator):
     def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,)."""
         rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
-        scalar = (self.weights * group_zscore(rewards, group_ids, self.eps)).sum(-1)
+        scalar = scalarize(self.weights, group_zscore(rewards, group_ids, self.eps))
         return AggregateOutput(scalar, self.reward_metrics(rewards), self.weights.expand_as(rewards))
 
 
@@ -356,6 +367,8 @@ class MaestroAggregator(RewardAggregator):
         config: MaestroConfig; keyword `options` override its fields (e.g. tau=0.5).
         hidden_size: H; if None the Conductor is built on the first aggregate() from hidden.shape[1].
     """
+
+    handles_missing: ClassVar[bool] = True
 
     needs_hidden: ClassVar[bool] = True
     weights_are_prior: ClassVar[bool] = True
@@ -431,7 +444,7 @@ class MaestroAggregator(RewardAggregator):
         features = conductor.features(hidden)  # validates h before any state (running stats, RNG) changes
         r_tilde = self.normalizer(rewards, group_ids)  # (N, K)
         sample = conductor.sample_from_features(features, keep_graph=True)
-        scalar = (sample.weights * r_tilde).sum(-1)  # R_ij = Σ_k w_k(a_ij) r̃_ijk
+        scalar = scalarize(sample.weights, r_tilde)  # R_ij = Σ_k w_k(a_ij) r̃_ijk
         self._pending = (sample.features, sample.actions, sample.logits)
 
         metrics = self.reward_metrics(rewards)
@@ -516,6 +529,8 @@ class RandomEmphasisAggregator(RewardAggregator):
         seed: seeds the action generator; the global torch RNG is left untouched.
     """
 
+    handles_missing: ClassVar[bool] = True
+
     weights_are_prior: ClassVar[bool] = True
     option_names: ClassVar[tuple[str, ...]] = ("beta", "normalization", "norm_eps", "seed")  # maestro's, shared
 
@@ -547,7 +562,7 @@ class RandomEmphasisAggregator(RewardAggregator):
         k = len(self.objectives)
         actions = torch.randint(k, (rewards.shape[0],), generator=self.generator)
         weights = action_weights(actions, self.prior, self.beta)
-        scalar = (weights * self.normalizer(rewards, group_ids)).sum(-1)
+        scalar = scalarize(weights, self.normalizer(rewards, group_ids))
         metrics = self.reward_metrics(rewards)
         mean_w = weights.mean(0)
         for i, name in enumerate(self.objectives):

@@ -59,23 +59,65 @@ def group_mean_std(values: Tensor, inverse: Tensor, counts: Tensor) -> tuple[Ten
 def group_zscore(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tensor:
     """Per-objective z-score inside each group: r̃_ijk = (r_ijk − μ_ik) / (σ_ik + ε).
 
+    A NaN entry is a missing objective (the ``skip_objective`` failure policy): μ and σ are taken over the
+    present entries of the group, and r̃ stays NaN there.
+
     Args:
-        rewards: (N, K) float raw rewards.
+        rewards: (N, K) float raw rewards, NaN where missing.
         group_ids: (N,) integer group ids.
         eps: ε.
 
     Returns:
-        (N, K) r̃; exactly 0 where objective k is constant within the group.
+        (N, K) r̃; exactly 0 where objective k is constant within the group (or present fewer than twice).
     """
     inverse, counts = group_index(group_ids)
-    mean, std = group_mean_std(rewards, inverse, counts)
-    # Exact constancy test (max == min): a float mean of equal values can miss them by one ulp.
-    idx = inverse.unsqueeze(-1).expand_as(rewards)
+    present = ~torch.isnan(rewards)
+    if bool(present.all()):
+        mean, std = group_mean_std(rewards, inverse, counts)
+        constant = _group_constant(rewards, inverse, counts.numel())
+        z = (rewards - mean[inverse]) / (std[inverse] + eps)
+        return torch.where(constant[inverse], torch.zeros_like(z), z)
     shape = (counts.numel(), rewards.shape[1])
+    filled = torch.where(present, rewards, torch.zeros_like(rewards))
+    n = rewards.new_zeros(shape).index_add_(0, inverse, present.to(rewards.dtype))
+    mean = rewards.new_zeros(shape).index_add_(0, inverse, filled) / n.clamp(min=1)
+    centered = torch.where(present, rewards - mean[inverse], torch.zeros_like(rewards))
+    std = (rewards.new_zeros(shape).index_add_(0, inverse, centered.square()) / (n - 1).clamp(min=1)).sqrt()
+    constant = _group_constant(torch.where(present, rewards, mean[inverse]), inverse, counts.numel()) | (n < 2)
+    z = (rewards - mean[inverse]) / (std[inverse] + eps)
+    z = torch.where(constant[inverse], torch.zeros_like(z), z)
+    return torch.where(present, z, torch.full_like(z, float("nan")))
+
+
+def _group_constant(rewards: Tensor, inverse: Tensor, num_groups: int) -> Tensor:
+    """(G, K) bool: objective k takes one value in group g. Exact (max == min): a float mean of equal values can
+    miss them by one ulp."""
+    idx = inverse.unsqueeze(-1).expand_as(rewards)
+    shape = (num_groups, rewards.shape[1])
     gmax = rewards.new_full(shape, float("-inf")).scatter_reduce(0, idx, rewards, reduce="amax")
     gmin = rewards.new_full(shape, float("inf")).scatter_reduce(0, idx, rewards, reduce="amin")
-    z = (rewards - mean[inverse]) / (std[inverse] + eps)
-    return torch.where((gmax == gmin)[inverse], torch.zeros_like(z), z)
+    return gmax == gmin
+
+
+def scalarize(weights: Tensor, values: Tensor) -> Tensor:
+    """R_i = Σ_k w_ik v_ik over the present (non-NaN) entries, the weights renormalized to their full sum:
+    R_i = (Σ_k w_ik / Σ_{k present} w_ik) · Σ_{k present} w_ik v_ik (TRL skips a missing reward the same way,
+    without the renormalization). A row with every entry missing gives NaN; present weights summing to 0 give 0.
+
+    Args:
+        weights: (K,) or (N, K).
+        values: (N, K), NaN where missing.
+    """
+    present = ~torch.isnan(values)
+    weights = weights.expand_as(values)
+    if bool(present.all()):
+        return (weights * values).sum(-1)
+    kept = torch.where(present, weights, torch.zeros_like(weights))
+    kept_sum = kept.sum(-1)
+    partial = (kept * torch.where(present, values, torch.zeros_like(values))).sum(-1)
+    scale = torch.where(kept_sum != 0, weights.sum(-1) / torch.where(kept_sum != 0, kept_sum, 1), 0)
+    out = partial * scale
+    return torch.where(present.any(-1), out, torch.full_like(out, float("nan")))
 
 
 # OpenRLHF's advantage estimators that are relative to the prompt's group (experience_maker.py 273-285).
@@ -166,12 +208,18 @@ class ObjectiveNormalizer:
         self.running = RunningMeanStd(num_objectives) if mode == "batch" else None
 
     def __call__(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
-        """Args: rewards (N, K) float, group_ids (N,) int. Returns r̃ (N, K), same dtype as rewards."""
+        """Args: rewards (N, K) float (NaN: missing; ``group`` and ``none`` only), group_ids (N,) int.
+        Returns r̃ (N, K), same dtype as rewards, NaN where missing."""
         if self.mode == "group":
             return group_zscore(rewards, group_ids, self.eps)
         if self.mode == "none":
             return rewards
         assert self.running is not None
+        if bool(torch.isnan(rewards).any()):
+            raise ValueError(
+                "missing objectives (the skip_objective failure policy) need normalization 'group' or 'none'; "
+                "the running statistics of 'batch' count every objective in every row"
+            )
         self.running.update(rewards)
         std = self.running.std
         z = (rewards.to(torch.float64) - self.running.mean) / (std + self.eps)

@@ -93,7 +93,8 @@ def assert_stopped_before_step_1(run: dict, message: str) -> None:
     log = run["log"].read_text(errors="replace")
     assert run["returncode"] != 0
     assert message in log
-    assert "--reward.drop_invalid_samples" in log  # the error names the way out
+    assert "--reward.failure_policy drop_response" in log  # the error names the ways out
+    assert "skip_objective" in log
     assert "Global step 1" not in log
 
 
@@ -107,7 +108,8 @@ def test_dropping_invalid_samples_is_opt_in_and_counted(tiny_model_dir, tmp_path
     run = run_example(
         tmp_path_factory.mktemp("dropping"),
         tiny_model_dir,
-        "--reward.drop_invalid_samples",
+        "--reward.failure_policy",
+        "drop_response",
         REWARD_FN=str(REPO / "tests/e2e/raising_reward.py"),
         STEPS_PROMPTS="8",
     )
@@ -130,15 +132,22 @@ def test_a_nan_objective_stops_the_step_naming_the_objective_and_value(tiny_mode
     assert_stopped_before_step_1(run, "objective 'match': value nan is not finite")
 
 
-def test_nan_and_wrong_type_objectives_are_dropped_and_counted_when_asked(tiny_model_dir, tmp_path_factory):
-    # Two steps of 4 prompts; in each, one even-label (NaN) and one odd-label (a string) arithmetic prompt.
+@pytest.mark.parametrize("policy", ["drop_response", "skip_objective"])
+def test_nan_and_wrong_type_objectives_are_dropped_or_skipped_and_counted(policy, tiny_model_dir, tmp_path_factory):
+    # Two steps of 4 prompts; in each, one even-label (NaN match) and one odd-label (string length) arithmetic
+    # prompt: 4 samples each, so 8 responses with a bad match and 8 with a bad length over the two steps.
     even, odd = _parity(MATH_ROWS, 0), _parity(MATH_ROWS, 1)
     rows = [even[0], odd[0], *WRITING_ROWS[:2], even[1], odd[1], *WRITING_ROWS[2:4]]
-    out = tmp_path_factory.mktemp("bad-values")
-    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--reward.drop_invalid_samples")
+    out = tmp_path_factory.mktemp(f"bad-values-{policy}")
+    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--reward.failure_policy", policy)
     assert run["returncode"] == 0, log_tail(run)
     scalars = latest_run_scalars(run["out"] / "tensorboard")
-    # 4 of the 8 prompts report a bad value, 4 samples each: 16 responses over the two steps, whatever the order.
-    assert sum(scalars["train/reward/dropped_samples"].values()) == 16
-    for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match"):
+    dropped = sum(scalars["train/reward/dropped_samples"].values())
+    if policy == "drop_response":  # the whole response: zero advantage
+        assert dropped == 16 and not any(tag.startswith("train/reward/skipped/") for tag in scalars)
+    else:  # only the bad objective, counted per objective; no response dropped whole
+        assert dropped == 0
+        skipped = {n: sum(scalars[f"train/reward/skipped/{n}"].values()) for n in ("format", "length", "match")}
+        assert skipped == {"format": 0, "length": 8, "match": 8}, skipped
+    for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match", "train/reward"):
         assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])

@@ -60,7 +60,7 @@ def test_a_malformed_objective_stops_with_the_key_value_type_and_prompt() -> Non
     with pytest.raises(InvalidSampleError) as err:
         gen._process_response_into_experience(response(**{"obj/match": 1.0, "obj/length": "0.5"}))
     message = str(err.value)
-    for part in ("obj/length = '0.5' (str)", "'What is 2 + 2?'", "--reward.drop_invalid_samples"):
+    for part in ("obj/length = '0.5' (str)", "'What is 2 + 2?'", "--reward.failure_policy drop_response"):
         assert part in message, message
 
 
