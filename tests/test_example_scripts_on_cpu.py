@@ -86,6 +86,14 @@ OPENRLHF_GRPO_SCRIPTS = {
         *("--algo.advantage.estimator", "reinforce_baseline", "--rollout.n_samples_per_prompt", "8"),
         *("--rollout.batch_size", "128", "--train.batch_size", "1024", "--algo.dynamic_filtering_enable"),
     ],
+    "train_reinforce_baseline_ray_agent_async.sh": [
+        *("--actor.num_gpus_per_node", "4", "--ref.num_gpus_per_node", "4", "--vllm.num_engines", "2"),
+        *("--vllm.tensor_parallel_size", "2", "--train.colocate_all", "--train.agent_func_path", "agent.py"),
+        *("--reward.remote_url", "reward_func.py", "--ds.packing_samples", "--train.dynamic_batch_enable"),
+        *("--train.async_enable", "--train.partial_rollout_enable", "--ds.ring_attn_size", "2"),
+        *("--algo.advantage.estimator", "reinforce_baseline", "--rollout.n_samples_per_prompt", "8"),
+        *("--rollout.batch_size", "128", "--train.batch_size", "1024", "--algo.dynamic_filtering_enable"),
+    ],
 }
 
 

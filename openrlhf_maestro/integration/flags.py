@@ -298,11 +298,6 @@ def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
             f"which {estimator} does not compute; use one of {', '.join(GROUP_ESTIMATORS)} (GRPO is group_norm), "
             "or a static aggregator (sum, gdpo), which runs with any estimator"
         )
-    if flag_value(args, "train.async_enable"):
-        problems.append(
-            "--train.async_enable is not supported with --reward.aggregator yet: the async trainer "
-            "keeps its experience maker in another actor (ppo_trainer_async.py); run synchronously"
-        )
     if flag_value(args, "ckpt.disable_ds") and spec.aggregator_class.has_state():
         problems.append(
             f"--ckpt.disable_ds drops the checkpoint's client_states, where the {spec.aggregator} aggregator's "

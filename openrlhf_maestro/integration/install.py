@@ -1,8 +1,9 @@
 """Point OpenRLHF's CLI at the plugin's subclasses. Called by the launcher when ``--reward.aggregator`` is given.
 
-``openrlhf.cli.train_ppo_ray`` imports ``PolicyModelActor`` at module level (line 14) and ``PPOTrainer``
-inside ``train()`` (lines 145-148). The launcher runs the CLI module afresh after this rebinding, so both
-names resolve to the subclasses; OpenRLHF's own classes stay untouched for anyone who imported them earlier.
+``openrlhf.cli.train_ppo_ray`` imports ``PolicyModelActor`` at module level (line 14) and ``PPOTrainer`` or
+``PPOTrainerAsync`` inside ``train()`` (lines 143-146). The launcher runs the CLI module afresh after this
+rebinding, so these names resolve to the subclasses; OpenRLHF's own classes stay untouched for anyone who
+imported them earlier.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ def install() -> None:
         return
     check_openrlhf_version()
     import openrlhf.trainer.ppo_trainer as ppo_trainer
+    import openrlhf.trainer.ppo_trainer_async as ppo_trainer_async
     import openrlhf.trainer.ray.ppo_actor as ppo_actor
 
     from openrlhf_maestro.integration.actor import ChannelPolicyModelActor
-    from openrlhf_maestro.integration.trainer import AggregatingPPOTrainer, Placement
+    from openrlhf_maestro.integration.trainer import AggregatingPPOTrainer, AggregatingPPOTrainerAsync, Placement
 
     ppo_actor.PolicyModelActor = ChannelPolicyModelActor
     ppo_trainer.PPOTrainer = AggregatingPPOTrainer
+    ppo_trainer_async.PPOTrainerAsync = AggregatingPPOTrainerAsync  # --train.async_enable (cli 143-146)
     Placement.install()
     _installed = True

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
+import openrlhf.trainer.ppo_trainer_async as async_trainer
 import ray
 import torch
 from openrlhf.trainer.ppo_trainer import PPOTrainer
@@ -109,11 +110,27 @@ class TrainerLauncher:
         return self.actor_class.remote(pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs)
 
 
-class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
+def checking_samples_generator(previous, strategy, spec):
+    """OpenRLHF's ``SamplesGenerator`` with the same dataloaders, tokenizer and engines, that checks objective
+    values before OpenRLHF tensorizes them."""
+    return ObjectiveCheckingSamplesGenerator(
+        strategy=strategy,
+        prompts_dataloader=previous.prompts_dataloader,
+        eval_dataloader=previous.eval_dataloader,
+        tokenizer=previous.tokenizer,
+        vllm_engines=previous.vllm_engines,
+        objectives=spec.function_objectives,
+        drop_invalid=spec.drop_invalid_samples,
+    )
+
+
+class AggregatingTrainerMixin:
+    """What the plugin adds to an OpenRLHF trainer that holds the experience maker (``BasePPOTrainer``): the
+    synchronous ``PPOTrainer`` and the async ``TrainingActor`` (ppo_trainer_async.py 168)."""
+
     def __init__(self, pretrain, strategy, *args, **kwargs) -> None:
         super().__init__(pretrain, strategy, *args, **kwargs)
         self.hook = AggregatorHook(self.args, spec=spec_from_flags(self.args))
-        spec = self.hook.spec
         self.experience_maker = AggregatingExperienceMaker(
             self.actor_model_group,
             self.critic_model_group,
@@ -124,17 +141,8 @@ class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
             self.tokenizer,
             hook=self.hook,
         )
-        # Same dataloaders, tokenizer and engines; objective values are checked before OpenRLHF tensorizes them.
-        previous = self.samples_generator
-        self.samples_generator = ObjectiveCheckingSamplesGenerator(
-            strategy=strategy,
-            prompts_dataloader=previous.prompts_dataloader,
-            eval_dataloader=previous.eval_dataloader,
-            tokenizer=previous.tokenizer,
-            vllm_engines=previous.vllm_engines,
-            objectives=spec.function_objectives,
-            drop_invalid=spec.drop_invalid_samples,
-        )
+        if hasattr(self, "samples_generator"):  # synchronous: the trainer also generates
+            self.samples_generator = checking_samples_generator(self.samples_generator, strategy, self.hook.spec)
 
     def train_step(self, rollout_samples, global_step: int):
         status, global_step = super().train_step(rollout_samples, global_step)
@@ -169,4 +177,65 @@ class _AggregatingPPOTrainer(PPOTrainer.__ray_actor_class__):
         return self.hook.state_dict()
 
 
+def pickled_by_reference(actor_class):
+    """OpenRLHF's ``@ray.remote`` class, made findable by name for pickling; returns the class underneath.
+
+    Ray ships a subclass's methods by value, and a method that calls ``super()`` (``TrainingActor.
+    broadcast_to_vllm``, ppo_trainer_async.py 261) carries its defining class with it. That class is not a
+    module attribute (the attribute is Ray's wrapper), so cloudpickle would copy it by value too, and in the
+    actor's process ``super()`` would then name a copy that the actor does not inherit from. Its qualified name
+    ``<Name>.__ray_actor_class__`` resolves through the wrapper in every process instead.
+    """
+    raw = actor_class.__ray_actor_class__
+    raw.__qualname__ = f"{raw.__name__}.__ray_actor_class__"
+    return raw
+
+
+class _ActorClassStandIn:
+    """Put in place of an OpenRLHF ``@ray.remote`` class in its module: ``.remote`` starts ``replacement``, and
+    ``__ray_actor_class__`` still leads to the original class (``pickled_by_reference``)."""
+
+    def __init__(self, original, replacement) -> None:
+        self.__ray_actor_class__ = original.__ray_actor_class__
+        self.remote = replacement.remote
+
+
+class _AggregatingPPOTrainer(AggregatingTrainerMixin, pickled_by_reference(PPOTrainer)):
+    pass
+
+
 AggregatingPPOTrainer = TrainerLauncher(ray.remote(_AggregatingPPOTrainer))
+
+
+# -- --train.async_enable: PPOTrainerAsync (ppo_trainer_async.py 269) runs a generator and a training actor ---------
+
+
+class _AggregatingTrainingActor(AggregatingTrainerMixin, pickled_by_reference(async_trainer.TrainingActor)):
+    pass
+
+
+class _CheckingGenerateSamplesActor(pickled_by_reference(async_trainer.GenerateSamplesActor)):
+    """The async generator, with the objective check of the synchronous path."""
+
+    def __init__(self, pretrain, strategy, vllm_engines, **kwargs) -> None:
+        super().__init__(pretrain, strategy, vllm_engines, **kwargs)
+        spec = spec_from_flags(strategy.args)
+        self.samples_generator = checking_samples_generator(self.samples_generator, strategy, spec)
+
+
+class _AggregatingPPOTrainerAsync(async_trainer.PPOTrainerAsync.__ray_actor_class__):
+    """``PPOTrainerAsync`` whose ``__init__`` builds the plugin's generator and training actor: it looks both
+    names up in its module when it runs, in its own Ray process, so they are rebound there first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        for name, replacement in (
+            ("TrainingActor", _AggregatingTrainingActor),
+            ("GenerateSamplesActor", _CheckingGenerateSamplesActor),
+        ):
+            original = getattr(async_trainer, name)
+            if not isinstance(original, _ActorClassStandIn):
+                setattr(async_trainer, name, _ActorClassStandIn(original, ray.remote(replacement)))
+        super().__init__(*args, **kwargs)
+
+
+AggregatingPPOTrainerAsync = TrainerLauncher(ray.remote(_AggregatingPPOTrainerAsync))

@@ -38,12 +38,17 @@ def maestro_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def resumed_run(maestro_run: dict, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Resume maestro_run's step-2 checkpoint with 4 steps of data: steps 3 and 4 run."""
+    """Resume maestro_run's step-2 checkpoint with 4 steps of data: steps 3 and 4 run, asynchronously
+    (``--train.async_enable``: OpenRLHF's TrainingActor holds the experience maker, a generator actor feeds
+    it), checkpointing again at step 4."""
     assert maestro_run["returncode"] == 0, log_tail(maestro_run)
     return run_example(
         tmp_path_factory.mktemp("maestro-resumed"),
         tiny_model_dir,
         "--ckpt.load_enable",
+        "--train.async_enable",
+        "--ckpt.save_steps",
+        "2",
         AGGREGATOR="maestro",
         STEPS_PROMPTS="16",
         CKPT=str(maestro_run["out"] / "ckpt"),
@@ -88,6 +93,12 @@ def test_resume_restores_the_conductor_exactly_and_continues(maestro_run, resume
     scalars = latest_run_scalars(resumed_run["out"] / "tensorboard")
     assert steps_of(scalars, "train/maestro/updates") == [3, 4]
     assert scalars["train/maestro/updates"] == {3: 3.0, 4: 4.0}  # the counter continues from the checkpoint
+    # The async training actor checkpointed the aggregator too, and wrote it beside the model.
+    step4 = next((ckpt / "_actor" / "global_step4").glob("*model_states.pt"))
+    saved4 = torch.load(step4, weights_only=False, map_location="cpu")["reward_aggregator"]
+    assert saved4["steps"] == 4 and saved4["state"]["meta"] is not None
+    standalone = torch.load(resumed_run["out"] / "model/reward_aggregator.pt", weights_only=True)
+    assert state_equal(standalone["state"], saved4["state"])
 
 
 def test_sum_trains_ppo_with_a_critic_on_the_weighted_sum_of_the_objectives(tiny_model_dir, tmp_path_factory):

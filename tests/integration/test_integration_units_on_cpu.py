@@ -92,7 +92,6 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
             ["--reward.aggregator", "random", "--reward.objectives", "a", "--rollout.n_samples_per_prompt", "1"],
             "the random aggregator reads prompt-group statistics",
         ),
-        (["--reward.aggregator", "sum", "--reward.objectives", "a", "--train.async_enable"], "--train.async_enable"),
         (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--ckpt.disable_ds"], "--ckpt.disable_ds"),
         (["--reward.aggregator", "maestro", "--reward.objectives", "a", "--maestro.tau", "0"], "--maestro.*"),
         (["--reward.objectives", "a"], "given without --reward.aggregator"),
