@@ -35,6 +35,7 @@ from openrlhf_maestro.spec import CONTEXTS, FAILURE_POLICIES, AggregatorSpec, Sp
 
 # MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
 _CONFIG_FIELDS = [f for f in dataclasses.fields(MaestroConfig) if f.name != "prior"]
+FILTER_SCORES = ("reward_function", "aggregator_weights")
 # old flag -> new flag; the old one keeps working for one release.
 DEPRECATED_FLAGS = {
     "--maestro.drop_invalid_samples": "--reward.failure_policy drop_response",
@@ -127,6 +128,16 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         "stop (the step fails, naming it), drop_response (zero advantage, counted in reward/dropped_samples), "
         "skip_objective (only the missing objectives are left out of its reward, the other weights "
         "renormalized; counted per objective in reward/skipped/<name>; all missing: zero advantage)",
+    )
+    group.add_argument(
+        "--reward.filter_score",
+        type=str,
+        default="reward_function",
+        choices=FILTER_SCORES,
+        help="what --algo.dynamic_filtering_enable averages over a prompt's group and compares with "
+        "--algo.dynamic_filtering_range: the reward function's scores (default), or aggregator_weights: "
+        "sum_k w_k r_k / sum_k w_k of each response's objectives with --reward.weights (the prior for maestro and "
+        "random; 1 each if not given), computed where OpenRLHF filters, before the aggregator runs",
     )
     group.add_argument(
         "--reward.weights_log",
@@ -298,6 +309,13 @@ def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
             f"which {estimator} does not compute; use one of {', '.join(GROUP_ESTIMATORS)} (GRPO is group_norm), "
             "or a static aggregator (sum, gdpo), which runs with any estimator"
         )
+    if flag_value(args, "reward.filter_score", "reward_function") != "reward_function" and not flag_value(
+        args, "algo.dynamic_filtering_enable"
+    ):
+        problems.append(
+            "--reward.filter_score only changes what --algo.dynamic_filtering_enable filters on; add that flag "
+            "or drop --reward.filter_score"
+        )
     if flag_value(args, "ckpt.disable_ds") and spec.aggregator_class.has_state():
         problems.append(
             f"--ckpt.disable_ds drops the checkpoint's client_states, where the {spec.aggregator} aggregator's "
@@ -318,6 +336,14 @@ def openrlhf_notes(spec: AggregatorSpec, args: object) -> list[str]:
             f"--algo.advantage.estimator {defining}"
         )
     return notes
+
+
+def filter_weights(spec: AggregatorSpec, args: object) -> list[float] | None:
+    """The weights of the function objectives for ``--reward.filter_score aggregator_weights``, else None."""
+    if flag_value(args, "reward.filter_score", "reward_function") != "aggregator_weights":
+        return None
+    weights = dict(zip(spec.objectives, spec.weights or [1.0] * len(spec.objectives), strict=True))
+    return [weights[name] for name in spec.function_objectives]
 
 
 def validate(args: argparse.Namespace) -> list[str]:

@@ -53,10 +53,13 @@ class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
         drop_invalid: the failure policy is not ``stop`` (``AggregatorSpec.drop_invalid_samples``).
     """
 
-    def __init__(self, *args, objectives: list[str], drop_invalid: bool, **kwargs) -> None:
+    def __init__(
+        self, *args, objectives: list[str], drop_invalid: bool, filter_weights: list[float] | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.objectives = list(objectives)
         self.drop_invalid = drop_invalid
+        self.filter_weights = filter_weights
         self._warned: set[tuple[str, str]] = set()
 
     def _process_response_into_experience(self, response, **generate_kwargs):
@@ -77,4 +80,22 @@ class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
                     self._warned.add((key, type(value).__name__))
                     logger.warning("dropping responses whose %s is not one number (first seen: %s)", key, shown)
             response = {**response, "extra_logs": {**extra_logs, **dict.fromkeys(bad, math.nan)}}
+        if self.filter_weights is not None:  # --reward.filter_score aggregator_weights
+            response = {
+                **response,
+                "scores": weighted_score(response["extra_logs"], self.objectives, self.filter_weights),
+            }
         return super()._process_response_into_experience(response, **generate_kwargs)
+
+
+def weighted_score(extra_logs: dict, objectives: list[str], weights: list[float]) -> float:
+    """Σ_k w_k r_k / Σ_k w_k over the objectives the response has (finite, one number); NaN if none (a NaN score
+    is outside every --algo.dynamic_filtering_range, so OpenRLHF filters that response's group out)."""
+    total = weight = 0.0
+    for name, w in zip(objectives, weights, strict=True):
+        value = extra_logs.get(f"obj/{name}")
+        if is_one_number(value):
+            value = float(value.flatten()[0]) if isinstance(value, torch.Tensor) else float(value)
+            if math.isfinite(value):
+                total, weight = total + w * value, weight + w
+    return total / weight if weight else math.nan

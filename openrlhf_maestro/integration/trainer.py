@@ -23,7 +23,7 @@ import torch
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
 from openrlhf_maestro.integration.experience import AggregatingExperienceMaker
-from openrlhf_maestro.integration.flags import spec_from_flags
+from openrlhf_maestro.integration.flags import filter_weights, spec_from_flags
 from openrlhf_maestro.integration.hook import (
     CLIENT_STATE_KEY,
     LEGACY_CLIENT_STATE_KEY,
@@ -112,7 +112,7 @@ class TrainerLauncher:
 
 def checking_samples_generator(previous, strategy, spec):
     """OpenRLHF's ``SamplesGenerator`` with the same dataloaders, tokenizer and engines, that checks objective
-    values before OpenRLHF tensorizes them."""
+    values before OpenRLHF tensorizes them (and scores responses for dynamic filtering if asked)."""
     return ObjectiveCheckingSamplesGenerator(
         strategy=strategy,
         prompts_dataloader=previous.prompts_dataloader,
@@ -121,6 +121,7 @@ def checking_samples_generator(previous, strategy, spec):
         vllm_engines=previous.vllm_engines,
         objectives=spec.function_objectives,
         drop_invalid=spec.drop_invalid_samples,
+        filter_weights=filter_weights(spec, strategy.args),
     )
 
 

@@ -198,7 +198,7 @@ def test_a_plugin_aggregator_and_channel_train_with_no_edit_to_the_package(tiny_
     assert saved["hidden_size"] == 128 and saved["state"] == {"calls": 2}
 
 
-def test_an_agent_reports_the_objectives_of_its_last_step(tiny_model_dir, tmp_path_factory):
+def test_an_agent_reports_the_objectives_of_its_last_step_with_dynamic_filtering(tiny_model_dir, tmp_path_factory):
     """OpenRLHF's multi-turn agent API (``--train.agent_func_path``) with MAESTRO: the objectives travel in the
     last step()'s extra_logs (examples/agents/two_turn_agent.py). The random tiny model never stops before the
     length budget, so OpenRLHF ends each episode after the first turn (utils/agent.py 93-95); the objectives
@@ -208,6 +208,13 @@ def test_an_agent_reports_the_objectives_of_its_last_step(tiny_model_dir, tmp_pa
         tiny_model_dir,
         "--train.agent_func_path",
         str(REPO / "examples/agents/two_turn_agent.py"),
+        # DAPO's dynamic filtering on the aggregator's weights (a range every group passes: 8 prompts, 2 steps)
+        "--algo.dynamic_filtering_enable",
+        "--algo.dynamic_filtering_range",
+        "-10",
+        "10",
+        "--reward.filter_score",
+        "aggregator_weights",
         STEPS_PROMPTS="8",
         VERIFY_WEIGHT_SYNC="0",
     )
@@ -218,3 +225,4 @@ def test_an_agent_reports_the_objectives_of_its_last_step(tiny_model_dir, tmp_pa
         assert sorted(scalars[f"train/maestro/weight/{name}"]) == [1, 2], name
     assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
     assert all(v >= 1 for v in scalars["train/agent/turns"].values())  # the agent's own step() ran
+    assert scalars["train/dynamic_filtering_pass_rate"] == {1: 100.0, 2: 100.0}

@@ -41,7 +41,12 @@ def parse(*flags: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollout.n_samples_per_prompt", type=int, default=4)
     parser.add_argument("--algo.advantage.estimator", default="group_norm")
-    for flag in ("--train.async_enable", "--ds.packing_samples", "--ckpt.disable_ds"):
+    for flag in (
+        "--train.async_enable",
+        "--ds.packing_samples",
+        "--ckpt.disable_ds",
+        "--algo.dynamic_filtering_enable",
+    ):
         parser.add_argument(flag, action="store_true")
     parser.add_argument("--ds.ring_attn_size", type=int, default=1)
     parser.add_argument("--train.agent_func_path", default=None)
@@ -389,3 +394,14 @@ def test_the_probe_asks_only_for_what_the_spec_reads():
     flags = ("--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--maestro.context")
     probe = _hook(*flags, "prompt", hidden_size=8).policy_probe
     assert (probe.needs_hidden, probe.context, probe.needs_logits) == (True, "prompt", False)
+
+
+def test_filter_score_needs_dynamic_filtering_and_takes_the_spec_weights():
+    from openrlhf_maestro.integration.flags import filter_weights
+
+    base = ("--reward.aggregator", "maestro", "--reward.objectives", "a,entropy,b", "--reward.weights", "2,1,3")
+    (problem,) = validate(parse(*base, "--reward.filter_score", "aggregator_weights"))
+    assert "--algo.dynamic_filtering_enable" in problem
+    ns = parse(*base, "--reward.filter_score", "aggregator_weights", "--algo.dynamic_filtering_enable")
+    assert validate(ns) == [] and filter_weights(spec_from_flags(ns), ns) == [2.0, 3.0]  # channels not scored yet
+    assert filter_weights(spec_from_flags(parse(*base)), parse(*base)) is None

@@ -78,3 +78,20 @@ def test_valid_values_pass_through_unchanged() -> None:
     gen = generator(objectives=["match"], drop_invalid=False)
     exp = gen._process_response_into_experience(response(**{"obj/match": torch.tensor([0.25]), "note": 3}))
     assert exp.info["obj/match"].item() == 0.25 and exp.info["note"].item() == 3
+
+
+def test_dynamic_filtering_can_score_responses_with_the_aggregators_weights() -> None:
+    """--reward.filter_score aggregator_weights: the score OpenRLHF's dynamic filter averages per group is the
+    weighted mean of the response's objectives; without it, the reward function's own score stays."""
+    logs = {"obj/match": 1.0, "obj/length": 0.25}
+    kept = generator(objectives=["match", "length"], drop_invalid=False)._process_response_into_experience(
+        response(**logs)
+    )
+    assert kept.scores.item() == 0.5  # the reward function's
+    gen = generator(objectives=["match", "length"], drop_invalid=True, filter_weights=[3.0, 1.0])
+    scored = gen._process_response_into_experience(response(**logs))
+    assert scored.scores.item() == pytest.approx((3 * 1.0 + 0.25) / 4)
+    missing = gen._process_response_into_experience(response(**{"obj/match": math.nan, "obj/length": 0.25}))
+    assert missing.scores.item() == pytest.approx(0.25)  # the objectives it has
+    none = gen._process_response_into_experience(response(**{"obj/match": "x"}))
+    assert math.isnan(none.scores.item())  # nothing to score: outside every filtering range
