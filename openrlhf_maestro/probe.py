@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from openrlhf_maestro.channels import ModelChannel, get_channel, response_mean
+from openrlhf_maestro.method import load_module
 
 HIDDEN = "hidden"
 CONTEXTS = ("response", "prompt")
@@ -95,9 +96,8 @@ class PolicyProbe:
         return bool(self.channels)
 
     def _channels(self) -> dict[str, ModelChannel]:
-        from openrlhf_maestro.spec import load_plugins  # no cycle at import time: spec imports channels
-
-        load_plugins(self.plugins)
+        for plugin in self.plugins:  # validated where the spec was built; here only imported (once per process)
+            load_module(plugin)
         return {name: get_channel(name)(**options) for name, options in self.channels.items()}
 
     def per_token(self, hidden: torch.Tensor | None, logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
