@@ -139,7 +139,9 @@ def test_nan_and_wrong_type_objectives_are_dropped_or_skipped_and_counted(policy
     even, odd = _parity(MATH_ROWS, 0), _parity(MATH_ROWS, 1)
     rows = [even[0], odd[0], *WRITING_ROWS[:2], even[1], odd[1], *WRITING_ROWS[2:4]]
     out = tmp_path_factory.mktemp(f"bad-values-{policy}")
-    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--reward.failure_policy", policy)
+    # With DAPO's dynamic filtering on the reward function's own scores (the default), on a range all pass.
+    filtering = ("--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "-10", "10")
+    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--reward.failure_policy", policy, *filtering)
     assert run["returncode"] == 0, log_tail(run)
     scalars = latest_run_scalars(run["out"] / "tensorboard")
     dropped = sum(scalars["train/reward/dropped_samples"].values())
@@ -151,3 +153,5 @@ def test_nan_and_wrong_type_objectives_are_dropped_or_skipped_and_counted(policy
         assert skipped == {"format": 0, "length": 8, "match": 8}, skipped
     for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match", "train/reward"):
         assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
+    # accepted responses / consumed prompts x 100 (OpenRLHF's figure): every group of 4 passed
+    assert scalars["train/dynamic_filtering_pass_rate"] == {1: 400.0, 2: 400.0}
