@@ -20,6 +20,7 @@ from pathlib import Path
 from openrlhf_maestro.integration.flags import (
     add_plugin_arguments,
     flag_value,
+    launcher_flags_present,
     openrlhf_notes,
     spec_from_flags,
     upstream_hook_installed,
@@ -167,7 +168,7 @@ def _on_train(args: object, parsed: dict) -> None:
     problems = validate(args)
     if problems:
         parsed["parser"].error("after OpenRLHF's own flag adjustments:\n  " + "\n  ".join(problems))
-    spec = spec_from_flags(args)
+    spec = spec_from_flags(args) if launcher_flags_present(args) else None  # a patched OpenRLHF's hook notes itself
     for note in openrlhf_notes(spec, args) if spec is not None else []:
         print(f"[openrlhf-maestro] note: {note}", file=sys.stderr, flush=True)
 

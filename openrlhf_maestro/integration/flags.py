@@ -346,6 +346,11 @@ def filter_weights(spec: AggregatorSpec, args: object) -> list[float] | None:
     return [weights[name] for name in spec.function_objectives]
 
 
+def launcher_flags_present(args: object) -> bool:
+    """Whether these arguments came through the launcher's flags (not a patched OpenRLHF's own hook flags)."""
+    return flag_value(args, "maestro.tau") is not None
+
+
 def validate(args: argparse.Namespace) -> list[str]:
     """Check the plugin's flags against each other and OpenRLHF's; returns the list of problems (empty = fine).
 
@@ -353,9 +358,7 @@ def validate(args: argparse.Namespace) -> list[str]:
     after its own post-parse changes (e.g. dynamic batching switching packing on), before any model or Ray
     actor starts.
     """
-    if (
-        flag_value(args, "maestro.tau") is None
-    ):  # a patched OpenRLHF parsed its own --reward.aggregator: its hook validates
+    if not launcher_flags_present(args):  # a patched OpenRLHF parsed its own --reward.aggregator: its hook validates
         return []
     if flag_value(args, "reward.aggregator") is None:
         stray = [f for f in ("--reward.objectives", "--reward.weights") if flag_value(args, f.removeprefix("--"))]

@@ -403,8 +403,10 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
     assert saved["state"]["meta"] is not None
 
 
-def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tree: Path):
-    """On a patched OpenRLHF, --reward.aggregator is OpenRLHF's own flag: the launcher must not add it again."""
+def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tree: Path, tiny_model_dir: Path):
+    """On a patched OpenRLHF, --reward.aggregator is OpenRLHF's own flag: the launcher must not add it again.
+    The check runs OpenRLHF's post-parse code too, where the patched CLI builds the hook (reading the model's
+    width for maestro), so the model must exist."""
     aggregator_args = json.dumps({"objectives": ["format", "length"]})
     proc = subprocess.run(
         [
@@ -413,7 +415,7 @@ def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tre
             "openrlhf_maestro.cli.train_ppo_ray",
             "--runtime.check_flags",
             "--actor.model_name_or_path",
-            "m",
+            str(tiny_model_dir),
             "--reward.remote_url",
             "r.py",
             "--reward.aggregator",
