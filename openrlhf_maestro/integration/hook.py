@@ -105,20 +105,14 @@ def fill_with_group_means(values: torch.Tensor, invalid: torch.Tensor, group_ids
     the scalar R it leaves the group mean as it was, so a dropped response's group-relative advantage is exactly
     0 (group_norm, dr_grpo, reinforce_baseline, and rloo with one dropped response per group).
     """
-    if not invalid.any():
-        return values
-    out = values.clone()
-    for gid in torch.unique(group_ids[invalid]):
-        rows = group_ids == gid
-        valid = rows & ~invalid
-        out[rows & invalid] = values[valid].mean(dim=0) if valid.any() else torch.zeros(values.shape[1:])
-    return out
+    flat = values.reshape(values.shape[0], -1)
+    absent = invalid.reshape(-1, 1).expand_as(flat)
+    return fill_absent_entries(flat, absent, group_ids).reshape(values.shape)
 
 
 def fill_absent_entries(values: torch.Tensor, absent: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """(N, K) values: each absent entry becomes the mean of the present entries of its objective in its group (0
-    if none), so a filled entry leaves its group's mean as it was. With whole rows absent and the others complete,
-    this is ``fill_with_group_means`` on the matrix."""
+    if none), so a filled entry leaves its group's mean as it was."""
     if not absent.any():
         return values
     out = values.clone()
