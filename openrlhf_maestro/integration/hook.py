@@ -251,7 +251,9 @@ class AggregatorHook:
         if spec.weights_log and out.weights is not None:
             prompts = [p for e in experiences for p in e.prompts]
             prompts = [prompts[i] for i in order.tolist()]
-            append_weights_log(spec.weights_log, self.steps, list(spec.objectives), prompts, out.weights)
+            append_weights_log(
+                spec.weights_log, self.steps, list(spec.objectives), prompts, out.weights, out.expected_weights
+            )
         logs.update(out.metrics)
         logs["reward/seconds_aggregate"] = time.perf_counter() - t0
         return logs
@@ -328,15 +330,30 @@ def load_standalone(path: str | os.PathLike) -> RewardAggregator:
     return aggregator
 
 
-def append_weights_log(path: str, step: int, objectives: list[str], prompts: list[str], weights: torch.Tensor) -> None:
-    """One JSON line per response: {"step", "prompt", "weights": {name: w}, "emphasis": argmax name}."""
+def append_weights_log(
+    path: str,
+    step: int,
+    objectives: list[str],
+    prompts: list[str],
+    weights: torch.Tensor,
+    expected: torch.Tensor | None = None,
+) -> None:
+    """One JSON line per response: {"step", "prompt", "weights": {name: w}, "emphasis": argmax name}, and
+    "expected": {name: E[w]} when the aggregator draws its weights from a policy (maestro's Conductor)."""
+    expected_rows = [None] * len(prompts) if expected is None else expected.tolist()
+    if not len(prompts) == len(weights) == len(expected_rows):  # before writing: no half-written step
+        raise ValueError(
+            f"weights log: {len(prompts)} prompts, {len(weights)} weight rows, {len(expected_rows)} expected rows"
+        )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
-        for prompt, row in zip(prompts, weights.tolist(), strict=True):
+        for prompt, row, mean in zip(prompts, weights.tolist(), expected_rows, strict=True):
             record = {
                 "step": step,
                 "prompt": prompt,
                 "weights": dict(zip(objectives, row, strict=True)),
                 "emphasis": objectives[max(range(len(row)), key=row.__getitem__)],
             }
+            if mean is not None:
+                record["expected"] = dict(zip(objectives, mean, strict=True))
             fh.write(json.dumps(record) + "\n")

@@ -52,6 +52,9 @@ class AggregateOutput:
     """Scalar logs, e.g. `reward/<name>`, `maestro/weight/<name>`."""
     weights: Tensor | None = None
     """(N, K) weights used per response (None if not meaningful)."""
+    expected_weights: Tensor | None = None
+    """(N, K) the weights' expectation under the aggregator's own policy for each response, when the weights
+    are drawn from one (maestro: E_{a~π_φ(·|h)}[w(a)]); None otherwise."""
 
 
 # ---- registry (verl-style) ----------------------------------------------------------------------------------
@@ -455,7 +458,7 @@ class MaestroAggregator(RewardAggregator):
             metrics[f"maestro/weight/{name}"] = float(mean_w[k])
             metrics[f"maestro/action/{name}"] = float(freq[k])
         metrics["maestro/entropy"] = float(sample.entropy.mean())
-        return AggregateOutput(scalar, metrics, sample.weights)
+        return AggregateOutput(scalar, metrics, sample.weights, sample.expected_weights)
 
     def feedback(self, advantages: Tensor) -> dict[str, float]:
         """Â (N,) of the last aggregate(): buffer (h, a, Â); run the meta-update every `update_every` calls."""

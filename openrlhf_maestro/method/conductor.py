@@ -59,6 +59,9 @@ class ConductorSample:
     """The head's input (h, 1 / rms(h)), buffered for the meta-update."""
     logits: Tensor
     """(N, K) head output z; carries its autograd graph when sampled with keep_graph=True."""
+    expected_weights: Tensor
+    """(N, K) E_{a~π_φ(·|h)}[w(a)] = (1 − β)·w_prior + β·E[s]: E[s] = π_φ(·|h) (discrete) or α / Σα
+    (dirichlet). What the Conductor prefers for each response, free of the draw's noise."""
 
 
 class Conductor(nn.Module):
@@ -222,7 +225,10 @@ class Conductor(nn.Module):
     @torch.no_grad()
     def expected_emphasis(self, hidden: Tensor) -> Tensor:
         """E[s | h]: π (discrete) or α / Σα (dirichlet). (N, H) -> (N, K)."""
-        logits = self(self.features(hidden))
+        return self.mean_emphasis(self(self.features(hidden)))
+
+    def mean_emphasis(self, logits: Tensor) -> Tensor:
+        """E[s] under π_φ for head outputs z (N, K): π (discrete) or α / Σα (dirichlet)."""
         if self.mode == "discrete":
             return self.log_probs(logits).exp()
         alpha = self.concentration(logits)
@@ -274,7 +280,8 @@ class Conductor(nn.Module):
                 log_prob, entropy = dist.log_prob(actions), dist.entropy()
             emphasis = self._emphasis(actions)
             weights = emphasis_weights(emphasis, self.prior, self.beta)
-        return ConductorSample(actions, emphasis, weights, log_prob, entropy, features, logits)
+            expected = emphasis_weights(self.mean_emphasis(z), self.prior, self.beta)  # w is linear in s
+        return ConductorSample(actions, emphasis, weights, log_prob, entropy, features, logits, expected)
 
     def get_rng_state(self) -> Tensor:
         """The sampling generator's state (a uint8 tensor)."""

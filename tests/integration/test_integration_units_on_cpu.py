@@ -27,6 +27,7 @@ from openrlhf_maestro.integration.hook import (
     AggregatorHook,
     InvalidSampleError,
     MissingObjectiveError,
+    append_weights_log,
     group_ids_of,
     load_standalone,
     objective_matrix,
@@ -405,3 +406,21 @@ def test_filter_score_needs_dynamic_filtering_and_takes_the_spec_weights():
     ns = parse(*base, "--reward.filter_score", "aggregator_weights", "--algo.dynamic_filtering_enable")
     assert validate(ns) == [] and filter_weights(spec_from_flags(ns), ns) == [2.0, 3.0]  # channels not scored yet
     assert filter_weights(spec_from_flags(parse(*base)), parse(*base)) is None
+
+
+def test_weights_log_records_the_drawn_and_the_expected_weights(tmp_path) -> None:
+    """One line per response in the given order; "expected" only when the aggregator gives it."""
+    import json
+
+    log = tmp_path / "w.jsonl"
+    drawn = torch.tensor([[0.7, 0.3], [0.2, 0.8]])
+    append_weights_log(str(log), 3, ["a", "b"], ["p0", "p1"], drawn, torch.tensor([[0.6, 0.4], [0.45, 0.55]]))
+    append_weights_log(str(log), 4, ["a", "b"], ["p2"], drawn[:1])
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["step"], r["prompt"], r["emphasis"]) for r in rows] == [(3, "p0", "a"), (3, "p1", "b"), (4, "p2", "a")]
+    assert rows[1]["weights"] == pytest.approx({"a": 0.2, "b": 0.8})
+    assert rows[1]["expected"] == pytest.approx({"a": 0.45, "b": 0.55})
+    assert "expected" not in rows[2]
+    with pytest.raises(ValueError, match="2 prompts, 2 weight rows, 1 expected rows"):
+        append_weights_log(str(log), 5, ["a", "b"], ["p3", "p4"], drawn, torch.tensor([[0.5, 0.5]]))
+    assert len(log.read_text().splitlines()) == 3  # nothing of the refused step written

@@ -116,3 +116,19 @@ def test_conductor_rejects_bad_floor_and_width() -> None:
         Conductor(8, 4, min_prob=0.3)
     with pytest.raises(ValueError, match=r"shape \(N, H\) with H=8, got \(5, 6\)"):
         Conductor(8, 4).sample(torch.randn(5, 6))
+
+
+@pytest.mark.parametrize("mode", ["discrete", "dirichlet"])
+def test_sample_reports_the_expected_weights_of_its_policy(mode: str) -> None:
+    """E[w | h] per response, as the weights log records it: the mean of many draws for that h."""
+    c = Conductor(4, 3, mode=mode, beta=0.6, prior=(0.5, 0.3, 0.2), seed=1)
+    with torch.no_grad():  # the head starts at zero (one policy for every h); make it depend on h
+        weight = c.output_layer.weight
+        weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    h = torch.randn(2, 4, generator=torch.Generator().manual_seed(1)).repeat_interleave(20_000, dim=0)
+    s = c.sample(h)
+    assert torch.allclose(s.expected_weights, c.expected_weights(h), atol=1e-6)
+    first, second = s.expected_weights[0], s.expected_weights[-1]
+    assert (first - second).abs().max() > 0.05  # two contexts, two preferences
+    for rows, mean in ((slice(0, 20_000), first), (slice(20_000, None), second)):
+        assert torch.allclose(s.weights[rows].double().mean(0), mean.double(), atol=0.01)
