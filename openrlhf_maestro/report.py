@@ -221,39 +221,62 @@ def first_per_category(rows: list[dict], category_key: str, per_category: int) -
 def generate_greedy(model_dir: str | Path, prompts: list[str], max_new_tokens: int) -> tuple[list[str], list[str]]:
     """Greedy answers of a Hugging Face checkpoint to ``prompts`` (user turns, through its chat template),
     in one left-padded batch. Returns the templated prompts and the answers (special tokens dropped)."""
-    with warnings.catch_warnings():  # torch.cuda's pynvml notice, irrelevant on a CPU
-        warnings.simplefilter("ignore", FutureWarning)
-        import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    return ChatModel(model_dir).generate(prompts, max_new_tokens)
 
-    hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval()
-    texts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-        for p in prompts
-    ]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    # One thread: on a 2-core machine whose cores are shared, two OpenMP threads made this 20x slower
-    # (2.1 s against 0.10 s per token for SmolLM2-135M, batch 6).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:  # generate() runs without autograd
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    finally:
-        torch.set_num_threads(threads)
-    prompt_len = batch["input_ids"].shape[1]
-    return texts, [tokenizer.decode(row[prompt_len:], skip_special_tokens=True).strip() for row in out]
+
+class ChatModel:
+    """A Hugging Face checkpoint that answers user turns through its chat template, on the CPU."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        with warnings.catch_warnings():  # torch.cuda's pynvml notice, irrelevant on a CPU
+            warnings.simplefilter("ignore", FutureWarning)
+            import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.padding_side = "left"
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval()
+
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        samples: int = 1,
+        temperature: float | None = None,
+        seed: int = 0,
+    ) -> tuple[list[str], list[str]]:
+        """Answers in one left-padded batch: greedy (``temperature`` None), or ``samples`` draws per prompt at
+        ``temperature`` from torch's generator seeded with ``seed``. Returns the templated prompts and the
+        answers (special tokens dropped), ``samples`` consecutive answers per prompt."""
+        import torch
+
+        tokenizer = self.tokenizer
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts
+        ]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if temperature is not None:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+            sampling["num_return_sequences"] = samples
+            torch.manual_seed(seed)
+        elif samples != 1:
+            raise ValueError(f"samples={samples} needs a temperature: greedy decoding gives one answer per prompt")
+        # One thread: on a 2-core machine whose cores are shared, two OpenMP threads made this 20x slower
+        # (2.1 s against 0.10 s per token for SmolLM2-135M, batch 6).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:  # generate() runs without autograd
+            out = self.model.generate(
+                **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+            )
+        finally:
+            torch.set_num_threads(threads)
+        prompt_len = batch["input_ids"].shape[1]
+        return texts, [tokenizer.decode(row[prompt_len:], skip_special_tokens=True).strip() for row in out]
 
 
 def load_reward_func(path: str | Path):

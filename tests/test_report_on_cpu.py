@@ -13,6 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from openrlhf_maestro.report import (
+    ChatModel,
     category_table,
     compare_models,
     first_per_category,
@@ -151,6 +152,20 @@ def test_compare_models_answers_the_same_prompts_with_both_models(tiny_model_dir
     assert len(befores) == len(afters) == 4
     assert all(re.search(r"format=\d\.\d\d length=-?\d\.\d\d match=\d\.\d\d", line) for line in befores)
     assert any("(the same text)" not in line for line in afters)
+
+
+def test_chat_model_samples_per_prompt_reproducibly_from_its_seed(tiny_model_dir):
+    chat = ChatModel(tiny_model_dir)
+    prompts = ["What is 2 + 3?", "Write about snow."]
+    texts, greedy = chat.generate(prompts, 6)
+    assert len(greedy) == 2 and all(t.endswith("assistant\n") for t in texts)
+    _, drawn = chat.generate(prompts, 6, samples=3, temperature=1.0, seed=5)
+    _, again = chat.generate(prompts, 6, samples=3, temperature=1.0, seed=5)
+    _, other = chat.generate(prompts, 6, samples=3, temperature=1.0, seed=6)
+    assert len(drawn) == 6 and drawn == again and drawn != other
+    assert chat.generate(prompts, 6)[1] == greedy  # sampling left greedy decoding as it was
+    with pytest.raises(ValueError, match="samples=3 needs a temperature"):
+        chat.generate(prompts, 6, samples=3)
 
 
 def test_main_prints_the_comparison_and_the_wall_time_last(run_with_objectives, tiny_model_dir, heldout, capsys):
