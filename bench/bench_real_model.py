@@ -1,0 +1,276 @@
+"""MAESTRO on a real language model: SmolLM2-135M-Instruct, GRPO through OpenRLHF's pipeline on the CPU.
+
+    python bench/bench_real_model.py                       # every method x seeds 0 1 2 (~100 min on 2 cores)
+    python bench/bench_real_model.py --seeds 0             # a part; finished runs are skipped on a rerun
+    python bench/bench_real_model.py --report-only         # tables and figures from the finished runs
+
+Two questions (``bench/real_model_task.py`` has the prompts, references and metrics):
+
+(a) The paper's pattern. Its Conductor leans to `entropy` on creative prompts and to `perplexity` on
+    reasoning prompts. Reading SmolLM2's hidden states, does ours separate the two families by its weights?
+    Each MAESTRO run logs the Conductor's expected weights E[w | h] per response (``--reward.weights_log``);
+    the report averages them per family and step, per seed.
+(b) The held-out comparison. maestro, gdpo (with its defining estimator, reinforce_baseline), equal-weight
+    sum and random emphasis, each trained from the same checkpoint with the same budget, then scored on
+    held-out prompts by task metrics that are never training rewards: reference match of the greedy answer
+    (reasoning) and distinct-2 within a length band over 4 sampled answers (creative). Also maestro with
+    ``--maestro.normalization none`` (the paper, as summarized, scalarizes the raw rewards and then
+    group-normalizes; the plugin's default group-normalizes each objective first).
+
+Every run is ``examples/scripts/train_grpo_smollm2_cpu.sh`` (the `make demo` settings: 4 prompts x 4 samples
+per step, 64 new tokens, temperature 0.7, actor lr 3e-5, KL 0.01, Conductor lr 2e-3) with
+``--reward.aggregator METHOD --train.seed SEED``; objectives format and length (``demo_real_reward.py``),
+entropy and perplexity of the reference (the plugin). One run per (method, seed): WORKDIR/runs/<name>.json,
+written when the run is scored; its trained model is deleted then (270 MB each). A rerun skips finished
+runs and refuses runs made with other settings. WORKDIR/summary.md, summary.json and the figures are
+rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_model_task as task  # noqa: E402
+
+from openrlhf_maestro.report import ChatModel, latest_run_scalars  # noqa: E402
+from openrlhf_maestro.runtime.cpu_info import cpu_isa  # noqa: E402
+
+SCRIPT = REPO / "examples" / "scripts" / "train_grpo_smollm2_cpu.sh"
+METHODS = {  # name -> (aggregator, extra flags, label)
+    "maestro": ("maestro", [], "maestro"),
+    "gdpo": ("gdpo", ["--algo.advantage.estimator", "reinforce_baseline"], "gdpo (reinforce_baseline)"),
+    "sum": ("sum", [], "sum, equal weights"),
+    "random": ("random", [], "random emphasis"),
+    "maestro-raw": ("maestro", ["--maestro.normalization", "none"], "maestro, normalization none"),
+}
+CONDUCTOR_METHODS = ("maestro", "maestro-raw")
+FAMILIES = ("reasoning", "creative")
+OBJECTIVES = ("format", "length", "entropy", "perplexity")
+EVAL_SEED = 1234  # the creative answers' sampling seed: every policy is scored on draws of the same seed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=REPO / "outputs" / "bench-real-model")
+    p.add_argument("--model", type=Path, default=REPO / "outputs" / "smollm2", help="built here when absent")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--steps", type=int, default=8, help="GRPO steps per run, 4 prompts each (default 8)")
+    p.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out creative prompt")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--timeout", type=int, default=1200, help="seconds before one training run is killed")
+    p.add_argument("--report-only", action="store_true")
+    return p.parse_args(argv)
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """What a run's numbers depend on; finished runs made with other settings are refused."""
+    return {"steps": args.steps, "eval_samples": args.eval_samples, "max_new_tokens": args.max_new_tokens}
+
+
+def ensure_model(model: Path) -> Path:
+    record = model / "maestro_model.json"
+    if record.is_file() and json.loads(record.read_text())["dtype"] == "bfloat16":
+        return model
+    cmd = [sys.executable, "-m", "openrlhf_maestro.models", "smollm2", str(model), "--dtype", "bfloat16"]
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return model
+
+
+def family_of(inputs: dict[str, str], templated_prompt: str) -> str:
+    """The family of the dataset input found inside a chat-templated prompt (ValueError if none)."""
+    for text, family in inputs.items():
+        if text in templated_prompt:
+            return family
+    raise ValueError(f"a weights-log prompt matches no training input: {templated_prompt[-120:]!r}")
+
+
+def weights_per_family(log: Path, inputs: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{family: {step: {objective: mean E[w | h]}}} over the responses of each family and step."""
+    sums: dict[str, dict[int, dict[str, float]]] = {}
+    counts: dict[tuple[str, int], int] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        family, step = family_of(inputs, record["prompt"]), int(record["step"])
+        acc = sums.setdefault(family, {}).setdefault(step, dict.fromkeys(record["expected"], 0.0))
+        for name, w in record["expected"].items():
+            acc[name] += w
+        counts[family, step] = counts.get((family, step), 0) + 1
+    return {
+        f: {str(s): {n: v / counts[f, s] for n, v in acc.items()} for s, acc in sorted(steps.items())}
+        for f, steps in sums.items()
+    }
+
+
+def evaluate(model_dir: Path, heldout: list[dict], args: argparse.Namespace) -> dict:
+    """Held-out task metrics of one checkpoint (``real_model_task``), with its answers."""
+    t0 = time.time()
+    chat = ChatModel(model_dir)
+    reasoning = [r for r in heldout if r["category"] == "reasoning"]
+    creative = [r for r in heldout if r["category"] == "creative"]
+    _, greedy = chat.generate([r["input"] for r in reasoning], args.max_new_tokens)
+    k = args.eval_samples
+    _, drawn = chat.generate([r["input"] for r in creative], args.max_new_tokens, k, 0.7, EVAL_SEED)
+    per_prompt = [drawn[i * k : (i + 1) * k] for i in range(len(creative))]
+    return {
+        "reasoning/reference_match": statistics.mean(
+            task.reference_match(a, r["label"]) for a, r in zip(greedy, reasoning, strict=True)
+        ),
+        "creative/distinct2_in_band": statistics.mean(task.distinct_in_band(answers) for answers in per_prompt),
+        "reasoning/words": statistics.mean(len(a.split()) for a in greedy),
+        "creative/words": statistics.mean(len(a.split()) for a in drawn),
+        "answers": {"reasoning": greedy, "creative": per_prompt},
+        "eval_s": time.time() - t0,
+    }
+
+
+def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict[str, Path]) -> dict:
+    """One training run of `method` at `seed`, its logs, and its trained model's held-out metrics."""
+    aggregator, extra, _ = METHODS[method]
+    out = args.workdir / "runs" / f"{method}-seed{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "MAESTRO_RUNTIME"}
+    env.update(
+        MODEL=str(args.model),
+        OUT=str(out),
+        PYTHON=sys.executable,
+        DATA=str(data["train"]),
+        AGGREGATOR=aggregator,
+        STEPS_PROMPTS=str(args.steps * 4),
+        MAX_NEW_TOKENS=str(args.max_new_tokens),
+        VERIFY_WEIGHT_SYNC="0",  # the demo and the tests check the sync; here it would cost a minute a run
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    flags = ["--train.seed", str(seed), "--reward.weights_log", str(out / "weights.jsonl"), *extra]
+    t0 = time.time()
+    with (out / "run.log").open("w") as log:
+        proc = subprocess.run(
+            ["bash", str(SCRIPT), *flags], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            timeout=args.timeout, check=False,
+        )  # fmt: skip
+    train_s = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{method} seed {seed}: the run failed (exit status {proc.returncode}); see {out}/run.log")
+    scalars = latest_run_scalars(out / "tensorboard")
+    steps = sorted(scalars["train/timing/step_total"])
+    if len(steps) != args.steps:
+        raise RuntimeError(f"{method} seed {seed}: logged {len(steps)} steps, expected {args.steps}; see {out}")
+    per_step = {
+        name: [scalars[f"train/obj/{name}"][s] for s in steps] for name in OBJECTIVES if f"train/obj/{name}" in scalars
+    }
+    inputs = {r["input"]: r["category"] for r in read_jsonl(data["train"])}
+    record = {
+        "method": method,
+        "seed": seed,
+        "flags": flags,
+        "settings": settings(args),
+        "objectives_per_step": per_step,
+        "kl_per_step": [scalars["train/kl"][s] for s in steps],
+        "step_s_per_step": [scalars["train/timing/step_total"][s] for s in steps],
+        "weights_per_family": (
+            weights_per_family(out / "weights.jsonl", inputs) if method in CONDUCTOR_METHODS else None
+        ),
+        "train_s": train_s,
+        **machine(),
+        **evaluate(out / "model", read_jsonl(data["heldout"]), args),
+    }
+    shutil.rmtree(out / "model", ignore_errors=True)  # 270 MB; the metrics and answers are in the record
+    shutil.rmtree(out / "ckpt", ignore_errors=True)
+    return record
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_runs(workdir: Path) -> dict[tuple[str, int], dict]:
+    runs = {}
+    for path in sorted((workdir / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        runs[record["method"], record["seed"]] = record
+    return runs
+
+
+def check_settings(path: Path, args: argparse.Namespace) -> None:
+    saved = json.loads(path.read_text()).get("settings")
+    if saved != settings(args):
+        raise SystemExit(
+            f"{path} was made with other settings (saved {saved}, now {settings(args)}): use another --workdir, "
+            "or delete it to run it again"
+        )
+
+
+def machine() -> dict:
+    """The CPU beside the numbers: this task's results have differed between AVX2 and AVX-512 machines."""
+    isa = cpu_isa()
+    return {"cpu": isa.summary(), "commit": git_commit()}
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.workdir = args.workdir.resolve()
+    runs_dir = args.workdir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    data = {
+        "train": task.write_jsonl(task.train_prompts(args.steps * 4), args.workdir / "data" / "train.jsonl"),
+        "heldout": task.write_jsonl(task.heldout_prompts(), args.workdir / "data" / "heldout.jsonl"),
+    }
+    if not args.report_only:
+        from real_model_report import report  # matplotlib only when needed
+
+        ensure_model(args.model)
+        (args.workdir / "machine.json").write_text(json.dumps(machine(), indent=2))
+        base = runs_dir / "base.json"
+        if base.is_file():
+            check_settings(base, args)
+        else:
+            print("[bench] scoring the initial model on the held-out prompts", flush=True)
+            record = {"method": "base", "seed": None, "settings": settings(args)}
+            record.update(evaluate(args.model, read_jsonl(data["heldout"]), args))
+            base.write_text(json.dumps(record, indent=1))
+        todo = [(m, s) for s in args.seeds for m in args.methods]
+        t_all = time.time()
+        for i, (method, seed) in enumerate(todo, start=1):
+            path = runs_dir / f"{method}-seed{seed}.json"
+            if path.is_file():
+                check_settings(path, args)
+                print(f"[bench] {i}/{len(todo)} {method} seed {seed}: finished before, kept", flush=True)
+                continue
+            print(f"[bench] {i}/{len(todo)} {method} seed {seed}: training ({time.strftime('%H:%M:%S')})", flush=True)
+            record = train_and_score(args, method, seed, data)
+            path.write_text(json.dumps(record, indent=1))
+            m = record
+            print(
+                f"[bench] {i}/{len(todo)} {method} seed {seed}: {m['train_s']:.0f} s training, {m['eval_s']:.0f} s "
+                f"scoring; reasoning match {m['reasoning/reference_match']:.3f}, creative distinct-2 in band "
+                f"{m['creative/distinct2_in_band']:.3f}",
+                flush=True,
+            )
+            report(args.workdir, list(METHODS))
+        print(f"[bench] runs done in {time.time() - t_all:.0f} s", flush=True)
+    from real_model_report import report
+
+    print(report(args.workdir, list(METHODS)))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
