@@ -1,4 +1,9 @@
-"""Tables and figures of the real-model benchmark (``bench/bench_real_model.py``) from its finished runs."""
+"""Tables and figures of the real-model benchmark (``bench/bench_real_model.py``) from its finished runs.
+
+(a) the Conductor's expected weights E[w | h] per prompt family and step, per seed (table + figure);
+(b) held-out task metrics per method, mean ± sd over seeds (table + figure);
+and each training objective per step, mean over seeds, per method (figure).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ LABELS = {
     "random": "random emphasis",
     "maestro-raw": "maestro, normalization none",
 }
+FAMILIES = ("reasoning", "creative")
+OBJECTIVES = ("format", "length", "entropy", "perplexity")
+FIGURES = ("real_model_conductor_weights.png", "real_model_heldout.png", "real_model_objectives.png")
 
 
 def load(workdir: Path) -> list[dict]:
@@ -50,8 +58,136 @@ def heldout_table(runs: list[dict], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def last_step_weights(run: dict) -> dict[str, dict[str, float]]:
+    """{family: {objective: E[w | h]}} at the run's last step (mean over that family's responses)."""
+    out = {}
+    for family, steps in run["weights_per_family"].items():
+        out[family] = steps[max(steps, key=int)]
+    return out
+
+
+def pattern_table(runs: list[dict]) -> str:
+    """(a): per Conductor run, the last step's mean E[w | h] per family, and the two gaps the paper predicts
+    positive: Δ entropy = creative − reasoning, Δ perplexity = reasoning − creative."""
+    head = ["method", "seed", *(f"{f} {o}" for f in FAMILIES for o in ("entropy", "perplexity"))]
+    head += ["Δ entropy (cre − rea)", "Δ perplexity (rea − cre)", "paper's pattern"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for run in sorted((r for r in runs if r.get("weights_per_family")), key=lambda r: (r["method"], r["seed"])):
+        w = last_step_weights(run)
+        d_ent = w["creative"]["entropy"] - w["reasoning"]["entropy"]
+        d_ppl = w["reasoning"]["perplexity"] - w["creative"]["perplexity"]
+        cells = [LABELS[run["method"]], str(run["seed"])]
+        cells += [f"{w[f][o]:.3f}" for f in FAMILIES for o in ("entropy", "perplexity")]
+        cells += [f"{d_ent:+.3f}", f"{d_ppl:+.3f}", "yes" if d_ent > 0 and d_ppl > 0 else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def answers_section(runs: list[dict], methods: list[str], per_family: int = 2) -> str:
+    """The first held-out answers of seed 0 (and of the initial model): greedy reasoning, one creative draw."""
+    lines = []
+    for method in ["base", *methods]:
+        run = next((r for r in runs if r["method"] == method and r["seed"] in (None, 0)), None)
+        if run is None:
+            continue
+        shown = run["answers"]["reasoning"][:per_family] + [a[0] for a in run["answers"]["creative"][:per_family]]
+        lines.append(f"- {LABELS[method]}: " + "; ".join(json.dumps(a[:160], ensure_ascii=False) for a in shown))
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    colors = {"reasoning": "tab:blue", "creative": "tab:orange"}
+    conductor = [m for m in methods if any(r["method"] == m and r.get("weights_per_family") for r in runs)]
+    if conductor:  # (a): E[w | h] per family against the step; thin lines single seeds, thick the mean
+        fig, axes = plt.subplots(len(conductor), 4, figsize=(16, 3.6 * len(conductor)), squeeze=False)
+        for row, method in enumerate(conductor):
+            rs = [r for r in runs if r["method"] == method]
+            for col, objective in enumerate(OBJECTIVES):
+                ax = axes[row][col]
+                for family in FAMILIES:
+                    curves = []
+                    for r in rs:
+                        steps = r["weights_per_family"][family]
+                        xs = sorted(int(s) for s in steps)
+                        ys = [steps[str(s)][objective] for s in xs]
+                        curves.append(ys)
+                        ax.plot(xs, ys, color=colors[family], alpha=0.35, linewidth=1)
+                    mean = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
+                    ax.plot(xs[: len(mean)], mean, color=colors[family], linewidth=2.5, label=family)
+                ax.set(title=f"{LABELS[method]}: {objective}", xlabel="GRPO step", ylabel="mean E[w | h]")
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / FIGURES[0])
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+
+    trained = [m for m in methods if any(r["method"] == m for r in runs)]
+    base = next((r for r in runs if r["method"] == "base"), None)
+    if trained:  # (b): held-out metrics, a dot per seed, a bar for the mean
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        for ax, (key, label) in zip(axes, METRICS[:2], strict=True):
+            for i, method in enumerate(trained):
+                values = [r[key] for r in runs if r["method"] == method]
+                ax.bar(i, statistics.mean(values), color="lightgray")
+                ax.plot([i] * len(values), values, "o", color="black", markersize=4)
+            if base is not None:
+                ax.axhline(base[key], color="tab:red", linestyle="--", label="initial model")
+                ax.legend(fontsize=8)
+            ax.set_xticks(range(len(trained)), [LABELS[m] for m in trained], rotation=20, ha="right", fontsize=8)
+            ax.set(title=f"held-out {label}", ylabel=label)
+        fig.tight_layout()
+        paths.append(out_dir / FIGURES[1])
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))  # training objectives, mean over seeds
+        for ax, objective in zip(axes, OBJECTIVES, strict=True):
+            for method in trained:
+                curves = [r["objectives_per_step"][objective] for r in runs if r["method"] == method]
+                mean = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
+                ax.plot(range(1, len(mean) + 1), mean, marker="o", markersize=3, label=LABELS[method])
+            ax.set(title=f"train/obj/{objective}", xlabel="GRPO step", ylabel="batch mean (mean over seeds)")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out_dir / FIGURES[2])
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    return paths
+
+
 def report(workdir: Path, methods: list[str]) -> str:
+    """Write WORKDIR/summary.md, summary.json and the figures; return the summary's text."""
+    workdir = Path(workdir)
     runs = load(workdir)
-    text = "## Held-out comparison\n\n" + heldout_table(runs, methods) + "\n"
-    (Path(workdir) / "summary.md").write_text(text)
+    machine = workdir / "machine.json"
+    trained = [r for r in runs if r["method"] != "base"]
+    text = "## (b) Held-out comparison\n\n" + heldout_table(runs, methods) + "\n"
+    if any(r.get("weights_per_family") for r in runs):
+        text += "\n## (a) The Conductor's weights per family at the last step\n\n" + pattern_table(runs) + "\n"
+    text += "\n## Held-out answers (seed 0)\n\n" + answers_section(runs, methods) + "\n"
+    if trained:
+        train_s = [r["train_s"] for r in trained]
+        text += (
+            f"\n{len(trained)} training runs: {statistics.mean(train_s):.0f} s each on average "
+            f"({min(train_s):.0f} to {max(train_s):.0f} s), {sum(train_s) + sum(r['eval_s'] for r in runs):.0f} s "
+            "in all with scoring\n"
+        )
+    if machine.is_file():
+        text += f"machine: {json.loads(machine.read_text())['cpu']}\n"
+    for path in plot(runs, methods, workdir):
+        text += f"figure: {path}\n"
+    (workdir / "summary.md").write_text(text)
+    summary = {
+        "heldout": {m: {k: [r[k] for r in runs if r["method"] == m] for k, _ in METRICS} for m in ["base", *methods]},
+        "last_step_weights": {
+            f"{r['method']}-seed{r['seed']}": last_step_weights(r) for r in runs if r.get("weights_per_family")
+        },
+    }
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     return text
