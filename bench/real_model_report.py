@@ -100,6 +100,7 @@ def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     paths = []
     colors = {"reasoning": "tab:blue", "creative": "tab:orange"}
@@ -121,6 +122,7 @@ def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
                     mean = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
                     ax.plot(xs[: len(mean)], mean, color=colors[family], linewidth=2.5, label=family)
                 ax.set(title=f"{LABELS[method]}: {objective}", xlabel="GRPO step", ylabel="mean E[w | h]")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(out_dir / FIGURES[0])
@@ -153,6 +155,7 @@ def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
                 mean = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
                 ax.plot(range(1, len(mean) + 1), mean, marker="o", markersize=3, label=LABELS[method])
             ax.set(title=f"train/obj/{objective}", xlabel="GRPO step", ylabel="batch mean (mean over seeds)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         paths.append(out_dir / FIGURES[2])
