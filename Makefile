@@ -12,7 +12,7 @@ OUT ?= outputs
 # pip on these machines warns about every absent local mirror folder; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help setup demo test test-fast test-slow lint bench-learning bench-overhead clean
+.PHONY: help setup demo test test-fast test-slow lint bench-learning bench-overhead bench-real-model clean
 
 help:
 	@echo "make setup   create $(VENV) with the pinned CPU stack (requirements/cpu-lock.txt); a no-op once done"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint    ruff"
 	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~10 min)"
 	@echo "make bench-overhead  MAESTRO's step time against sum and plain GRPO in the real pipeline (~35 min)"
+	@echo "make bench-real-model  MAESTRO against gdpo, sum and random on SmolLM2-135M, 3 seeds (~100 min; resumable, SEEDS=0 for a part)"
 
 setup: $(STAMP)
 
@@ -61,6 +62,10 @@ bench-learning: setup
 
 bench-overhead: setup
 	$(PY) bench/bench_overhead.py
+
+SEEDS ?= 0 1 2
+bench-real-model: setup
+	$(PY) bench/bench_real_model.py --seeds $(SEEDS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
