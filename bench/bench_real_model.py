@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_model_task as task  # noqa: E402
+from real_model_report import CONDUCTOR_METHODS, family_weights, report  # noqa: E402
 
 from openrlhf_maestro.report import ChatModel, latest_run_scalars  # noqa: E402
 from openrlhf_maestro.runtime.cpu_info import cpu_isa  # noqa: E402
@@ -54,7 +55,6 @@ METHODS = {  # name -> (aggregator, extra flags, label)
     "random": ("random", [], "random emphasis"),
     "maestro-raw": ("maestro", ["--maestro.normalization", "none"], "maestro, normalization none"),
 }
-CONDUCTOR_METHODS = ("maestro", "maestro-raw")
 FAMILIES = ("reasoning", "creative")
 OBJECTIVES = ("format", "length", "entropy", "perplexity")
 EVAL_SEED = 1234  # the creative answers' sampling seed: every policy is scored on draws of the same seed
@@ -86,31 +86,6 @@ def ensure_model(model: Path) -> Path:
     cmd = [sys.executable, "-m", "openrlhf_maestro.models", "smollm2", str(model), "--dtype", "bfloat16"]
     subprocess.run(cmd, cwd=REPO, check=True)
     return model
-
-
-def family_of(inputs: dict[str, str], templated_prompt: str) -> str:
-    """The family of the dataset input found inside a chat-templated prompt (ValueError if none)."""
-    for text, family in inputs.items():
-        if text in templated_prompt:
-            return family
-    raise ValueError(f"a weights-log prompt matches no training input: {templated_prompt[-120:]!r}")
-
-
-def weights_per_family(log: Path, inputs: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
-    """{family: {step: {objective: mean E[w | h]}}} over the responses of each family and step."""
-    sums: dict[str, dict[int, dict[str, float]]] = {}
-    counts: dict[tuple[str, int], int] = {}
-    for line in log.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        family, step = family_of(inputs, record["prompt"]), int(record["step"])
-        acc = sums.setdefault(family, {}).setdefault(step, dict.fromkeys(record["expected"], 0.0))
-        for name, w in record["expected"].items():
-            acc[name] += w
-        counts[family, step] = counts.get((family, step), 0) + 1
-    return {
-        f: {str(s): {n: v / counts[f, s] for n, v in acc.items()} for s, acc in sorted(steps.items())}
-        for f, steps in sums.items()
-    }
 
 
 def evaluate(model_dir: Path, heldout: list[dict], args: argparse.Namespace) -> dict:
@@ -179,9 +154,7 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
         "objectives_per_step": per_step,
         "kl_per_step": [scalars["train/kl"][s] for s in steps],
         "step_s_per_step": [scalars["train/timing/step_total"][s] for s in steps],
-        "weights_per_family": (
-            weights_per_family(out / "weights.jsonl", inputs) if method in CONDUCTOR_METHODS else None
-        ),
+        "weights_per_family": (family_weights(out / "weights.jsonl", inputs) if method in CONDUCTOR_METHODS else None),
         "train_s": train_s,
         **machine(),
         **evaluate(out / "model", read_jsonl(data["heldout"]), args),
@@ -233,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         "heldout": task.write_jsonl(task.heldout_prompts(), args.workdir / "data" / "heldout.jsonl"),
     }
     if not args.report_only:
-        from real_model_report import report  # matplotlib only when needed
-
         ensure_model(args.model)
         (args.workdir / "machine.json").write_text(json.dumps(machine(), indent=2))
         base = runs_dir / "base.json"
@@ -265,8 +236,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             report(args.workdir, list(METHODS))
         print(f"[bench] runs done in {time.time() - t_all:.0f} s", flush=True)
-    from real_model_report import report
-
     print(report(args.workdir, list(METHODS)))
     return 0
 

@@ -27,11 +27,53 @@ LABELS = {
 }
 FAMILIES = ("reasoning", "creative")
 OBJECTIVES = ("format", "length", "entropy", "perplexity")
+CONDUCTOR_METHODS = ("maestro", "maestro-raw")  # the runs whose weights log has the Conductor's E[w | h]
 FIGURES = ("real_model_conductor_weights.png", "real_model_heldout.png", "real_model_objectives.png")
 
 
+def family_of(inputs: dict[str, str], templated_prompt: str) -> str:
+    """The family of the dataset input found inside a chat-templated prompt (ValueError if none)."""
+    for text, family in inputs.items():
+        if text in templated_prompt:
+            return family
+    raise ValueError(f"a weights-log prompt matches no training input: {templated_prompt[-120:]!r}")
+
+
+def family_weights(log: Path, inputs: dict[str, str]) -> dict[str, dict[str, dict]]:
+    """{family: {step: {"mean": {objective: mean E[w | h]}, "sd": {objective: sd}, "n": responses}}} from a
+    ``--reward.weights_log`` (its ``expected`` field), joined with the training prompts by input text."""
+    values: dict[str, dict[int, list[dict[str, float]]]] = {}
+    for line in Path(log).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        family = family_of(inputs, record["prompt"])
+        values.setdefault(family, {}).setdefault(int(record["step"]), []).append(record["expected"])
+    out: dict[str, dict[str, dict]] = {}
+    for family, steps in values.items():
+        out[family] = {}
+        for step, rows in sorted(steps.items()):
+            names = list(rows[0])
+            out[family][str(step)] = {
+                "mean": {n: statistics.mean(r[n] for r in rows) for n in names},
+                "sd": {n: statistics.pstdev(r[n] for r in rows) for n in names},
+                "n": len(rows),
+            }
+    return out
+
+
 def load(workdir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((Path(workdir) / "runs").glob("*.json"))]
+    """The finished runs; a Conductor run's per-family weights are read again from its weights log when it is
+    there (the log is the source; the record keeps a copy)."""
+    workdir = Path(workdir)
+    train = workdir / "data" / "train.jsonl"
+    runs = []
+    for path in sorted((workdir / "runs").glob("*.json")):
+        run = json.loads(path.read_text())
+        log = workdir / "runs" / f"{run['method']}-seed{run['seed']}" / "weights.jsonl"
+        if run["method"] in CONDUCTOR_METHODS and log.is_file() and train.is_file():
+            inputs = {r["input"]: r["category"] for r in map(json.loads, train.read_text().splitlines())}
+            run["weights_per_family"] = family_weights(log, inputs)
+        runs.append(run)
+    return runs
 
 
 def mean_sd(values: list[float]) -> str:
@@ -58,27 +100,37 @@ def heldout_table(runs: list[dict], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
-def last_step_weights(run: dict) -> dict[str, dict[str, float]]:
-    """{family: {objective: E[w | h]}} at the run's last step (mean over that family's responses)."""
-    out = {}
-    for family, steps in run["weights_per_family"].items():
-        out[family] = steps[max(steps, key=int)]
-    return out
+def common_last_step(run: dict) -> str:
+    """The last step whose batch held prompts of both families (OpenRLHF shuffles the prompts)."""
+    steps = [set(run["weights_per_family"][f]) for f in FAMILIES]
+    return max(steps[0] & steps[1], key=int)
+
+
+def separation(run: dict, objective: str, step: str) -> tuple[float, float, float, float]:
+    """(reasoning mean, creative mean, creative − reasoning, d) of E[w_objective | h] at ``step``;
+    d = the gap over the pooled within-family sd (Cohen's d; inf when both families are constant)."""
+    rea, cre = (run["weights_per_family"][f][step] for f in FAMILIES)
+    gap = cre["mean"][objective] - rea["mean"][objective]
+    pooled = ((rea["sd"][objective] ** 2 + cre["sd"][objective] ** 2) / 2) ** 0.5
+    d = gap / pooled if pooled > 0 else (0.0 if gap == 0 else float("inf") * (1 if gap > 0 else -1))
+    return rea["mean"][objective], cre["mean"][objective], gap, d
 
 
 def pattern_table(runs: list[dict]) -> str:
-    """(a): per Conductor run, the last step's mean E[w | h] per family, and the two gaps the paper predicts
-    positive: Δ entropy = creative − reasoning, Δ perplexity = reasoning − creative."""
-    head = ["method", "seed", *(f"{f} {o}" for f in FAMILIES for o in ("entropy", "perplexity"))]
-    head += ["Δ entropy (cre − rea)", "Δ perplexity (rea − cre)", "paper's pattern"]
+    """(a): per Conductor run, mean E[w | h] per family for entropy and perplexity at the last step with both
+    families, the gaps and their size against the spread within a family (d). The paper's pattern: entropy
+    higher on creative prompts (d > 0), perplexity higher on reasoning prompts (d < 0)."""
+    head = ["method", "seed", "step", "entropy: reasoning", "creative", "d (cre − rea)"]
+    head += ["perplexity: reasoning", "creative", "d (cre − rea)", "paper's direction"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in sorted((r for r in runs if r.get("weights_per_family")), key=lambda r: (r["method"], r["seed"])):
-        w = last_step_weights(run)
-        d_ent = w["creative"]["entropy"] - w["reasoning"]["entropy"]
-        d_ppl = w["reasoning"]["perplexity"] - w["creative"]["perplexity"]
-        cells = [LABELS[run["method"]], str(run["seed"])]
-        cells += [f"{w[f][o]:.3f}" for f in FAMILIES for o in ("entropy", "perplexity")]
-        cells += [f"{d_ent:+.3f}", f"{d_ppl:+.3f}", "yes" if d_ent > 0 and d_ppl > 0 else "no"]
+        step = common_last_step(run)
+        e_rea, e_cre, _, d_e = separation(run, "entropy", step)
+        p_rea, p_cre, _, d_p = separation(run, "perplexity", step)
+        direction = {(True, True): "both", (True, False): "entropy only", (False, True): "perplexity only"}
+        cells = [LABELS[run["method"]], str(run["seed"]), step]
+        cells += [f"{e_rea:.3f}", f"{e_cre:.3f}", f"{d_e:+.2f}", f"{p_rea:.3f}", f"{p_cre:.3f}", f"{d_p:+.2f}"]
+        cells.append(direction.get((d_e > 0, d_p < 0), "neither"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -112,15 +164,17 @@ def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
             for col, objective in enumerate(OBJECTIVES):
                 ax = axes[row][col]
                 for family in FAMILIES:
-                    curves = []
+                    by_step: dict[int, list[float]] = {}
                     for r in rs:
                         steps = r["weights_per_family"][family]
                         xs = sorted(int(s) for s in steps)
-                        ys = [steps[str(s)][objective] for s in xs]
-                        curves.append(ys)
+                        ys = [steps[str(s)]["mean"][objective] for s in xs]
+                        for x, y in zip(xs, ys, strict=True):
+                            by_step.setdefault(x, []).append(y)
                         ax.plot(xs, ys, color=colors[family], alpha=0.35, linewidth=1)
-                    mean = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
-                    ax.plot(xs[: len(mean)], mean, color=colors[family], linewidth=2.5, label=family)
+                    xs = sorted(by_step)
+                    ax.plot(xs, [statistics.mean(by_step[x]) for x in xs], color=colors[family], linewidth=2.5,
+                            label=family)  # fmt: skip
                 ax.set(title=f"{LABELS[method]}: {objective}", xlabel="GRPO step", ylabel="mean E[w | h]")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.legend(fontsize=8)
@@ -148,13 +202,17 @@ def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
         fig.savefig(paths[-1], dpi=90)
         plt.close(fig)
 
-        fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))  # training objectives, mean over seeds
-        for ax, objective in zip(axes, OBJECTIVES, strict=True):
+        # Training objectives and the KL, mean over seeds. `perplexity` is a rank within each group of 4, so its
+        # batch mean is 0.5 at every step: the KL takes its panel.
+        panels = [(f"train/obj/{o}", lambda r, o=o: r["objectives_per_step"][o]) for o in OBJECTIVES[:3]]
+        panels.append(("train/kl", lambda r: r["kl_per_step"]))
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+        for ax, (title, values) in zip(axes, panels, strict=True):
             for method in trained:
-                curves = [r["objectives_per_step"][objective] for r in runs if r["method"] == method]
+                curves = [values(r) for r in runs if r["method"] == method]
                 mean = [statistics.mean(c[i] for c in curves) for i in range(min(map(len, curves)))]
                 ax.plot(range(1, len(mean) + 1), mean, marker="o", markersize=3, label=LABELS[method])
-            ax.set(title=f"train/obj/{objective}", xlabel="GRPO step", ylabel="batch mean (mean over seeds)")
+            ax.set(title=title, xlabel="GRPO step", ylabel="batch mean (mean over seeds)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0].legend(fontsize=7)
         fig.tight_layout()
@@ -188,8 +246,8 @@ def report(workdir: Path, methods: list[str]) -> str:
     (workdir / "summary.md").write_text(text)
     summary = {
         "heldout": {m: {k: [r[k] for r in runs if r["method"] == m] for k, _ in METRICS} for m in ["base", *methods]},
-        "last_step_weights": {
-            f"{r['method']}-seed{r['seed']}": last_step_weights(r) for r in runs if r.get("weights_per_family")
+        "conductor_weights_per_family": {
+            f"{r['method']}-seed{r['seed']}": r["weights_per_family"] for r in runs if r.get("weights_per_family")
         },
     }
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -65,12 +65,14 @@ def test_weights_per_family_joins_the_real_weights_log_by_prompt(tmp_path) -> No
     append_weights_log(str(log), 1, objectives, templated, torch.full((4, 4), 0.25), expected)
     append_weights_log(str(log), 2, objectives, templated[:2], torch.full((2, 4), 0.25), expected[:2])
     inputs = {r["input"]: r["category"] for r in rows}
-    got = bench.weights_per_family(log, inputs)
-    assert got["reasoning"]["1"]["perplexity"] == pytest.approx(0.5)  # rows 0 and 2
-    assert got["creative"]["1"]["entropy"] == pytest.approx(0.5)  # rows 1 and 3
-    assert got["creative"]["2"]["entropy"] == pytest.approx(0.6)
+    got = real_model_report.family_weights(log, inputs)
+    assert got["reasoning"]["1"]["mean"]["perplexity"] == pytest.approx(0.5)  # rows 0 and 2
+    assert got["reasoning"]["1"]["sd"]["perplexity"] == pytest.approx(0.1)
+    assert got["creative"]["1"]["mean"]["entropy"] == pytest.approx(0.5)  # rows 1 and 3
+    assert got["creative"]["2"]["mean"] == pytest.approx(dict(zip(objectives, [0.1, 0.1, 0.6, 0.2], strict=True)))
+    assert got["creative"]["2"]["sd"] == dict.fromkeys(objectives, 0.0) and got["creative"]["2"]["n"] == 1
     with pytest.raises(ValueError, match="matches no training input"):
-        bench.weights_per_family(log, {"another prompt": "creative"})
+        real_model_report.family_weights(log, {"another prompt": "creative"})
 
 
 def _run(method: str, seed: int | None, match: float, distinct: float, weights: dict | None = None) -> dict:
@@ -99,16 +101,14 @@ def _run(method: str, seed: int | None, match: float, distinct: float, weights: 
 def test_report_tables_figures_and_the_papers_pattern(tmp_path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
-    lean = {"format": 0.2, "length": 0.2}
-    paper = {  # creative leans to entropy, reasoning to perplexity
-        "reasoning": {
-            "1": {**lean, "entropy": 0.3, "perplexity": 0.3},
-            "2": {**lean, "entropy": 0.2, "perplexity": 0.4},
-        },
-        "creative": {
-            "1": {**lean, "entropy": 0.3, "perplexity": 0.3},
-            "2": {**lean, "entropy": 0.4, "perplexity": 0.2},
-        },
+
+    def at(entropy: float, perplexity: float, sd: float = 0.1) -> dict:
+        mean = {"format": 0.2, "length": 0.2, "entropy": entropy, "perplexity": perplexity}
+        return {"mean": mean, "sd": dict.fromkeys(mean, sd), "n": 8}
+
+    paper = {  # creative leans to entropy, reasoning to perplexity; step 3 has reasoning prompts only
+        "reasoning": {"1": at(0.3, 0.3), "2": at(0.2, 0.4), "3": at(0.1, 0.5)},
+        "creative": {"1": at(0.3, 0.3), "2": at(0.4, 0.2)},
     }
     reversed_ = {"reasoning": paper["creative"], "creative": paper["reasoning"]}
     records = [
@@ -122,8 +122,8 @@ def test_report_tables_figures_and_the_papers_pattern(tmp_path) -> None:
     text = real_model_report.report(tmp_path, list(bench.METHODS))
     assert "| maestro | 2 | 0.500 ± 0.141 | 0.700 ± 0.141 | 0.600 ± 0.141 |" in text
     assert "| initial model (step 0) | – | 0.500 | 0.700 | 0.600 |" in text
-    assert "| maestro | 0 | 0.200 | 0.400 | 0.400 | 0.200 | +0.200 | +0.200 | yes |" in text
-    assert "| maestro | 1 | 0.400 | 0.200 | 0.200 | 0.400 | -0.200 | -0.200 | no |" in text
+    assert "| maestro | 0 | 2 | 0.200 | 0.400 | +2.00 | 0.400 | 0.200 | -2.00 | both |" in text
+    assert "| maestro | 1 | 2 | 0.400 | 0.200 | -2.00 | 0.200 | 0.400 | +2.00 | neither |" in text
     assert "gdpo" not in text.split("## (a)")[0]  # no row for a method without runs
     for name in real_model_report.FIGURES:
         assert (tmp_path / name).stat().st_size > 10_000
