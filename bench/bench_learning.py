@@ -21,7 +21,9 @@ per family are never training rewards.
 
    The aggregators are the plugin's own (``openrlhf_maestro.method``): maestro (both contexts), sum with
    equal weights, sum with each single reward, sum on a 10-point grid of the simplex (seed 0 only; the best
-   on the `val` topics then runs on every seed), gdpo and random emphasis. No KL term, no reference model.
+   on the `val` topics then runs on every seed), maestro with that same val-selected point as its prior
+   w_prior (maestro-prior, every seed: both have seen the same information), gdpo and random emphasis.
+   No KL term, no reference model.
 3. Evaluate every ``--eval-every`` steps on the held-out `test` topics (``--eval-samples`` sampled responses
    per prompt, a fixed sampling seed, so every run is scored on the same draws of its own policy).
 
@@ -29,7 +31,8 @@ The OpenRLHF pipeline is not used here: on this CPU it spends ~80 s starting up 
 this needs would take hours. The aggregators, the hidden-state context and the advantage are the ones the
 plugin runs inside OpenRLHF (the e2e tests check that its advantages equal OpenRLHF's own).
 
-Writes WORKDIR/runs/<method>-seed<k>.json per run (finished runs are skipped on a rerun), then
+Writes WORKDIR/runs/<method>-seed<k>.json per run (finished runs are skipped on a rerun; a grid point's and
+maestro-prior's names hold their weights, e.g. maestro-prior-210-seed0.json), then
 WORKDIR/summary.md, summary.json, learning_curves.png and conductor_weights.png.
 """
 
@@ -50,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learning_task as task  # noqa: E402
-from learning_report import GRID, LABELS, best_grid, canonical, load_runs, report  # noqa: E402
+from learning_report import GRID, LABELS, best_grid, canonical, load_runs, maestro_prior, report  # noqa: E402
 
 PRETRAIN_LR = 1.5e-3
 BASE_METHODS = ["maestro", "maestro-prompt", "sum:1,1,1", "gdpo", "random", "sum:1,0,0", "sum:0,1,0", "sum:0,0,1"]
@@ -94,7 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One GRPO run: `method` is maestro | maestro-prompt | gdpo | random | sum:a,b,c (match, variety, length)."""
+    """One GRPO run: `method` is maestro | maestro-prompt | maestro-prior:a,b,c | gdpo | random | sum:a,b,c.
+
+    a,b,c are weights on (match, variety, length): static for sum, the Conductor's w_prior for maestro-prior.
+    """
 
     method: str
     seed: int
@@ -161,6 +167,7 @@ def pretrain(workdir: Path, steps: int, n_lines: int) -> Path:
 
 
 def make_aggregator(method: str, seed: int, hidden_size: int, conductor_lr: float):
+    """The plugin's aggregator for a RunSpec.method (see RunSpec), seeded with the run's seed."""
     from openrlhf_maestro.method import (
         GDPOAggregator,
         MaestroAggregator,
@@ -171,13 +178,18 @@ def make_aggregator(method: str, seed: int, hidden_size: int, conductor_lr: floa
     objectives = list(task.OBJECTIVES)
     if method in ("maestro", "maestro-prompt"):
         return MaestroAggregator(objectives, hidden_size=hidden_size, lr=conductor_lr, seed=seed)
+    if method.startswith("maestro-prior:"):
+        prior = [float(w) for w in method.removeprefix("maestro-prior:").split(",")]
+        return MaestroAggregator(objectives, hidden_size=hidden_size, lr=conductor_lr, seed=seed, prior=prior)
     if method == "gdpo":
         return GDPOAggregator(objectives)
     if method == "random":
         return RandomEmphasisAggregator(objectives, seed=seed)
     if method.startswith("sum:"):
         return SumAggregator(objectives, weights=[float(w) for w in method[4:].split(",")])
-    raise ValueError(f"unknown method {method!r}: maestro, maestro-prompt, gdpo, random or sum:a,b,c")
+    raise ValueError(
+        f"unknown method {method!r}: maestro, maestro-prompt, maestro-prior:a,b,c, gdpo, random or sum:a,b,c"
+    )
 
 
 def generate(model, tok, texts: list[str], max_new_tokens: int):
@@ -285,7 +297,7 @@ def train_run(spec: RunSpec) -> dict:
             entry[f"{f}/train_words"] = statistics.fmean(
                 task.word_count(y) for y, m in zip(responses, rows_f.tolist(), strict=True) if m
             )
-            if spec.method in ("maestro", "maestro-prompt", "random"):
+            if spec.method.startswith(("maestro", "random")):  # the weights vary per response
                 for k, w in zip(task.OBJECTIVES, out.weights[rows_f].mean(0).tolist(), strict=True):
                     entry[f"{f}/weight/{k}"] = w
         entry.update({k: v for k, v in {**out.metrics, **meta}.items() if k.startswith("maestro/")})
@@ -299,6 +311,8 @@ def train_run(spec: RunSpec) -> dict:
         "val": evaluate(model, tok, val, spec.eval_samples, spec.max_new_tokens),
         "seconds": time.perf_counter() - t0,
     }
+    if hasattr(agg, "config"):  # maestro*: what the Conductor ran with (prior included), not what the spec asked
+        record["maestro_config"] = agg.config.to_dict()
     Path(spec.out).write_text(json.dumps(record, indent=1))
     return record
 
@@ -354,13 +368,16 @@ def main(argv: list[str] | None = None) -> int:
         pretrained = pretrain(args.workdir, args.pretrain_steps, args.pretrain_lines)
         first = [m for m in BASE_METHODS if m in methods]
         specs = [spec_for(args, pretrained, m, s) for m in first for s in args.seeds]
-        if "best" in methods:  # the grid on the first seed, then its winner on the others
+        after_grid = [m for m in ("best", "maestro-prior") if m in methods]
+        if after_grid:  # the grid on the first seed, then on every seed its winner and/or maestro with it as prior
             specs += [spec_for(args, pretrained, canonical(w), args.seeds[0]) for w in GRID]
         run_all(list({s.out: s for s in specs}.values()), args.jobs)
-        if "best" in methods:
+        if after_grid:
             best = best_grid(load_runs(args.workdir), args.seeds[0])
             print(f"best grid weights on the val topics (seed {args.seeds[0]}): {best}", flush=True)
-            run_all([spec_for(args, pretrained, best, s) for s in args.seeds], args.jobs)
+            # maestro-prior gets the same val-selected weights as its prior: no information the grid lacks.
+            chosen = {"best": best, "maestro-prior": maestro_prior(best)}
+            run_all([spec_for(args, pretrained, chosen[m], s) for m in after_grid for s in args.seeds], args.jobs)
         print(f"all runs: {time.perf_counter() - t0:.0f} s", flush=True)
     print(report(args.workdir, methods, args.seeds))
     return 0

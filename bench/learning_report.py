@@ -17,6 +17,7 @@ GRID = [(a, b, 3 - a - b) for a in range(4) for b in range(4 - a)]  # the simple
 LABELS = {
     "maestro": "maestro",
     "maestro-prompt": "maestro, prompt context",
+    "maestro-prior": "maestro, val-selected prior",
     "sum:1,1,1": "sum, equal weights",
     "best": "sum, best grid weights",
     "gdpo": "gdpo",
@@ -38,6 +39,11 @@ def canonical(weights: tuple[int, ...]) -> str:
     """sum:a,b,c with the common factor removed (group_norm makes 3,0,0 and 1,0,0 the same run)."""
     g = math.gcd(*weights)
     return "sum:" + ",".join(str(w // g) for w in weights)
+
+
+def maestro_prior(best: str) -> str:
+    """The maestro-prior run whose w_prior is the grid point `best` (sum:a,b,c -> maestro-prior:a,b,c)."""
+    return "maestro-prior:" + best.removeprefix("sum:")
 
 
 def load_runs(workdir: Path) -> dict[tuple[str, int], dict]:
@@ -66,8 +72,22 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def _run_method(method: str, best: str | None) -> str | None:
+    """The RunSpec.method behind a LABELS key: `best` and `maestro-prior` depend on the grid's winner."""
+    if method == "best":
+        return best
+    if method == "maestro-prior":
+        return None if best is None else maestro_prior(best)
+    return method
+
+
+def _label(method: str, best: str | None) -> str:
+    """LABELS[method], with the grid weights for the methods that use them, e.g. `sum, best grid weights (2,1,0)`."""
+    return LABELS[method] + (f" ({best[4:]})" if method in ("best", "maestro-prior") and best else "")
+
+
 def _method_runs(runs: dict, method: str, seeds: list[int], best: str | None) -> list[dict]:
-    spec = best if method == "best" else method
+    spec = _run_method(method, best)
     return [runs[(spec, s)] for s in seeds if spec is not None and (spec, s) in runs]
 
 
@@ -85,7 +105,7 @@ def report(workdir: Path, methods: list[str], seeds: list[int]) -> str:
         chosen = _method_runs(runs, method, seeds, best)
         if not chosen:
             continue
-        label = LABELS[method] + (f" ({best[4:]})" if method == "best" else "")
+        label = _label(method, best)
         finals = [r["history"][-1] for r in chosen]
         values = {k: [h[k] for h in finals] for k, _ in COLUMNS}
         rows.append((label, len(chosen), values))
@@ -109,7 +129,7 @@ def report(workdir: Path, methods: list[str], seeds: list[int]) -> str:
         ranked = ", ".join(f"{k[4:]}: {v:.3f}" for k, v in sorted(val.items(), key=lambda kv: -kv[1]))
         lines += ["", f"Grid (match, variety, length), `val` score at seed {seeds[0]}: {ranked}."]
         summary["grid_val_scores"] = val
-    for method in ("maestro", "best", "sum:1,1,1"):
+    for method in ("maestro", "maestro-prior", "best", "sum:1,1,1"):
         chosen = _method_runs(runs, method, seeds, best)
         if method in methods and chosen:
             shown = "; ".join(f"`{k}` → `{v.strip()}`" for k, v in chosen[0]["history"][-1]["examples"].items())
@@ -118,7 +138,7 @@ def report(workdir: Path, methods: list[str], seeds: list[int]) -> str:
     (workdir / "summary.md").write_text(text + "\n")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_learning_curves(runs, methods, seeds, best, workdir / "learning_curves.png")
-    plot_conductor_weights(runs, seeds, workdir / "conductor_weights.png")
+    plot_conductor_weights(runs, seeds, best, workdir / "conductor_weights.png")
     return text + f"\n\nwrote {workdir / 'summary.md'}, learning_curves.png, conductor_weights.png"
 
 
@@ -160,7 +180,7 @@ def plot_learning_curves(runs: dict, methods: list[str], seeds: list[int], best:
     plt.close(fig)
 
 
-def plot_conductor_weights(runs: dict, seeds: list[int], path: Path, window: int = 5) -> None:
+def plot_conductor_weights(runs: dict, seeds: list[int], best: str | None, path: Path, window: int = 5) -> None:
     """The Conductor's mean weight per objective on each family's responses against the step.
 
     One row per MAESTRO variant that ran; thick: mean over seeds, thin: each seed; moving average of `window`.
@@ -170,12 +190,12 @@ def plot_conductor_weights(runs: dict, seeds: list[int], path: Path, window: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = [m for m in ("maestro", "maestro-prompt") if any((m, s) in runs for s in seeds)]
+    variants = [m for m in ("maestro", "maestro-prompt", "maestro-prior") if _method_runs(runs, m, seeds, best)]
     if not variants:
         return
     fig, axes = plt.subplots(len(variants), len(task.FAMILIES), figsize=(11, 3.6 * len(variants)), squeeze=False)
     for row, method in zip(axes, variants, strict=True):
-        chosen = [runs[(method, s)] for s in seeds if (method, s) in runs]
+        chosen = _method_runs(runs, method, seeds, best)
         for ax, family in zip(row, task.FAMILIES, strict=True):
             steps = [e["step"] for e in chosen[0]["train"]]
             for k, color in zip(task.OBJECTIVES, ("C0", "C1", "C2"), strict=True):
@@ -185,7 +205,7 @@ def plot_conductor_weights(runs: dict, seeds: list[int], path: Path, window: int
                 mean = [statistics.fmean(col) for col in zip(*per_seed, strict=True)]
                 ax.plot(steps, mean, color=color, linewidth=2.2, label=k)
             ax.axhline(1 / len(task.OBJECTIVES), color="grey", linestyle=":", linewidth=1, label="uniform")
-            ax.set_title(f"{LABELS[method]}: {family} prompts")
+            ax.set_title(f"{_label(method, best)}: {family} prompts")
             ax.set_xlabel("GRPO step")
         row[0].set_ylabel(f"mean weight (moving average of {window})")
     axes[0, 0].legend()

@@ -1,4 +1,5 @@
-"""bench/bench_learning.py end to end at toy size: runs, resume, report, plots, grid selection, flag errors."""
+"""bench/bench_learning.py end to end at toy size: runs, resume, report, plots, grid selection, the val-selected
+prior, flag errors."""
 
 from __future__ import annotations
 
@@ -42,10 +43,14 @@ def run_bench(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+METHODS = ["maestro", "random", "sum:1,1,1", "maestro-prior"]  # maestro-prior: the grid at seed 0, then 2 runs
+GRID_RUNS = {(learning_report.canonical(w), 0) for w in learning_report.GRID}
+
+
 @pytest.fixture(scope="module")
 def small_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     workdir = tmp_path_factory.mktemp("bench-learning")
-    proc = run_bench(workdir, "--seeds", "0", "1", "--methods", "maestro", "random", "sum:1,1,1")
+    proc = run_bench(workdir, "--seeds", "0", "1", "--methods", *METHODS)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, proc
 
@@ -53,7 +58,9 @@ def small_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproc
 def test_every_run_is_written_with_its_history(small_bench) -> None:
     workdir, _ = small_bench
     runs = learning_report.load_runs(workdir)
-    assert set(runs) == {(m, s) for m in ("maestro", "random", "sum:1,1,1") for s in (0, 1)}
+    best = learning_report.best_grid(runs, 0)
+    prior_runs = {(learning_report.maestro_prior(best), s) for s in (0, 1)}
+    assert set(runs) == {(m, s) for m in ("maestro", "random", "sum:1,1,1") for s in (0, 1)} | GRID_RUNS | prior_runs
     rec = runs[("maestro", 0)]
     assert [h["step"] for h in rec["history"]] == [0, 1, 2]
     assert {"echo/metric", "story/metric", "echo/words", "story/words", "score"} <= set(rec["history"][-1])
@@ -68,16 +75,18 @@ def test_every_run_is_written_with_its_history(small_bench) -> None:
 def test_report_table_and_plots(small_bench) -> None:
     workdir, proc = small_bench
     table = (workdir / "summary.md").read_text()
+    summary = json.loads((workdir / "summary.json").read_text())
     for label in (
         "pre-trained policy (step 0)",
         "| maestro | 2 |",
         "| random emphasis | 2 |",
         "| sum, equal weights | 2 |",
+        f"| maestro, val-selected prior ({summary['best_grid'][4:]}) | 2 |",
     ):
         assert label in table, table
     assert "| gdpo |" not in table  # not run, not reported
+    assert "| sum, best grid weights" not in table  # the grid ran for maestro-prior; `best` was not asked for
     assert table.strip() in proc.stdout
-    summary = json.loads((workdir / "summary.json").read_text())
     assert summary["methods"]["maestro"]["seeds"] == [0, 1] and len(summary["methods"]["maestro"]["score"]) == 2
     for png in ("learning_curves.png", "conductor_weights.png"):
         assert (workdir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -88,9 +97,11 @@ def test_a_rerun_skips_finished_runs_and_a_deleted_run_is_reproduced_exactly(sma
     target = workdir / "runs" / "maestro-seed1.json"
     before = json.loads(target.read_text())
     target.unlink()
-    proc = run_bench(workdir, "--seeds", "0", "1", "--methods", "maestro", "random", "sum:1,1,1")
+    proc = run_bench(workdir, "--seeds", "0", "1", "--methods", *METHODS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "5 of 6 runs already finished; running 1" in proc.stdout
+    # 6 runs + the 10-point grid at seed 0 (sum:1,1,1 seed 0 is one of them), then maestro-prior's 2.
+    assert "14 of 15 runs already finished; running 1" in proc.stdout
+    assert "2 of 2 runs already finished; running 0" in proc.stdout
     assert "pre-trained policy: reusing" in proc.stdout
     after = json.loads(target.read_text())
     assert after["history"] == before["history"] and after["train"] == before["train"]
@@ -105,6 +116,29 @@ def test_a_rerun_with_other_settings_refuses_to_mix_runs(small_bench) -> None:
     assert sorted(p.stat().st_mtime for p in (workdir / "runs").iterdir()) == before  # nothing overwritten
     proc = run_bench(workdir, "--seeds", "0", "--methods", "maestro", "--pretrain-steps", "4")
     assert proc.returncode != 0 and "pre-trained with --pretrain-steps 3 --pretrain-lines 200, not 4" in proc.stderr
+
+
+def test_maestro_prior_runs_on_every_seed_with_the_val_selected_grid_weights(small_bench) -> None:
+    workdir, proc = small_bench
+    runs = learning_report.load_runs(workdir)
+    best = learning_report.best_grid(runs, 0)
+    assert f"best grid weights on the val topics (seed 0): {best}" in proc.stdout
+    weights = [float(w) for w in best.removeprefix("sum:").split(",")]
+    for seed in (0, 1):
+        rec = runs[(f"maestro-prior:{best[4:]}", seed)]
+        assert Path(rec["spec"]["out"]).name == f"maestro-prior-{best[4:].replace(',', '')}-seed{seed}.json"
+        # What the Conductor ran with: the grid's winner as w_prior, everything else as plain maestro.
+        assert rec["maestro_config"]["prior"] == weights
+        plain = runs[("maestro", seed)]["maestro_config"]
+        assert plain["prior"] is None and {**rec["maestro_config"], "prior": None} == plain
+        # w(a) = (1 − β)·w_prior + β·e_a: every logged mean weight is at least (1 − β) times the normalized prior.
+        floor = [(1 - plain["beta"]) * w / sum(weights) for w in weights]
+        for entry in rec["train"]:
+            for family in ("echo", "story"):
+                logged = [entry[f"{family}/weight/{k}"] for k in ("match", "variety", "length")]
+                assert all(w >= f - 1e-6 for w, f in zip(logged, floor, strict=True)), (logged, floor)
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["best_grid"] == best and summary["methods"]["maestro-prior"]["seeds"] == [0, 1]
 
 
 def test_best_grid_is_chosen_on_val_not_test() -> None:
