@@ -122,13 +122,31 @@ def test_report_tables_figures_and_the_papers_pattern(tmp_path) -> None:
     text = real_model_report.report(tmp_path, list(bench.METHODS))
     assert "| maestro | 2 | 0.500 ± 0.141 | 0.700 ± 0.141 | 0.600 ± 0.141 |" in text
     assert "| initial model (step 0) | – | 0.500 | 0.700 | 0.600 |" in text
-    assert "| maestro | 0 | 2 | 0.200 | 0.400 | +2.00 | 0.400 | 0.200 | -2.00 | both |" in text
-    assert "| maestro | 1 | 2 | 0.400 | 0.200 | -2.00 | 0.200 | 0.400 | +2.00 | neither |" in text
+    row = "| maestro | 0 | 2 | 0.200 | 0.400 | +0.200 | +2.00 | 0.400 | 0.200 | +0.200 | +2.00 |"
+    assert row + " entropy and perplexity |" in text
+    assert "| maestro | 1 | 2 | 0.400 | 0.200 | -0.200 | -2.00 | 0.200 | 0.400 | -0.200 | -2.00 | neither |" in text
     assert "gdpo" not in text.split("## (a)")[0]  # no row for a method without runs
     for name in real_model_report.FIGURES:
         assert (tmp_path / name).stat().st_size > 10_000
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["heldout"]["maestro"]["reasoning/reference_match"] == [0.6, 0.4]
+
+
+def test_a_separation_needs_a_visible_gap_beyond_the_spread_within_a_family() -> None:
+    def run(gap: float, sd: float) -> dict:
+        def at(entropy: float) -> dict:
+            return {"mean": {"entropy": entropy, "perplexity": 0.2}, "sd": {"entropy": sd, "perplexity": sd}, "n": 8}
+
+        return {"method": "maestro", "seed": 0, "weights_per_family": {"reasoning": {"1": at(0.3)},
+                                                                      "creative": {"1": at(0.3 + gap)}}}  # fmt: skip
+
+    def verdict(r: dict) -> str:
+        return real_model_report.pattern_table([r]).splitlines()[-1].rsplit("|", 2)[1].strip()
+
+    assert verdict(run(0.10, 0.05)) == "entropy"  # gap 0.10, d 2
+    assert verdict(run(0.01, 0.001)) == "neither"  # d 10, but a gap nobody would see
+    assert verdict(run(0.10, 0.20)) == "neither"  # gap inside the spread (d 0.5)
+    assert verdict(run(-0.10, 0.05)) == "neither"  # the other direction
 
 
 def test_a_finished_run_with_other_settings_is_refused(tmp_path) -> None:
