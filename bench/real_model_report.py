@@ -129,6 +129,7 @@ def pattern_table(runs: list[dict]) -> str:
     for objective, _ in PAPER:
         head += [f"{objective}: reasoning", "creative", "gap", "d"]
     head.append(f"follows the paper (gap ≥ {MIN_GAP}, d ≥ {MIN_D:g})")
+    head.append("largest absolute gap at any step (entropy, perplexity)")
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in sorted((r for r in runs if r.get("weights_per_family")), key=lambda r: (r["method"], r["seed"])):
         step = common_last_step(run)
@@ -139,6 +140,11 @@ def pattern_table(runs: list[dict]) -> str:
             if gap >= MIN_GAP and d >= MIN_D:
                 follows.append(objective)
         cells.append(" and ".join(follows) or "neither")
+        both = sorted(
+            set(run["weights_per_family"]["reasoning"]) & set(run["weights_per_family"]["creative"]), key=int
+        )
+        largest = [max(abs(separation(run, o, s, 1)[2]) for s in both) for o, _ in PAPER]
+        cells.append(", ".join(f"{g:.3f}" for g in largest))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

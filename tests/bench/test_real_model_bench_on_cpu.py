@@ -123,8 +123,11 @@ def test_report_tables_figures_and_the_papers_pattern(tmp_path) -> None:
     assert "| maestro | 2 | 0.500 ± 0.141 | 0.700 ± 0.141 | 0.600 ± 0.141 |" in text
     assert "| initial model (step 0) | – | 0.500 | 0.700 | 0.600 |" in text
     row = "| maestro | 0 | 2 | 0.200 | 0.400 | +0.200 | +2.00 | 0.400 | 0.200 | +0.200 | +2.00 |"
-    assert row + " entropy and perplexity |" in text
-    assert "| maestro | 1 | 2 | 0.400 | 0.200 | -0.200 | -2.00 | 0.200 | 0.400 | -0.200 | -2.00 | neither |" in text
+    assert row + " entropy and perplexity | 0.200, 0.200 |" in text
+    assert (
+        "| maestro | 1 | 2 | 0.400 | 0.200 | -0.200 | -2.00 | 0.200 | 0.400 | -0.200 | -2.00 | neither | 0.200, 0.200 |"
+        in text
+    )
     assert "gdpo" not in text.split("## (a)")[0]  # no row for a method without runs
     for name in real_model_report.FIGURES:
         assert (tmp_path / name).stat().st_size > 10_000
@@ -141,7 +144,7 @@ def test_a_separation_needs_a_visible_gap_beyond_the_spread_within_a_family() ->
                                                                       "creative": {"1": at(0.3 + gap)}}}  # fmt: skip
 
     def verdict(r: dict) -> str:
-        return real_model_report.pattern_table([r]).splitlines()[-1].rsplit("|", 2)[1].strip()
+        return real_model_report.pattern_table([r]).splitlines()[-1].rsplit("|", 3)[1].strip()
 
     assert verdict(run(0.10, 0.05)) == "entropy"  # gap 0.10, d 2
     assert verdict(run(0.01, 0.001)) == "neither"  # d 10, but a gap nobody would see
