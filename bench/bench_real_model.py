@@ -1,6 +1,6 @@
 """MAESTRO on a real language model: SmolLM2-135M-Instruct, GRPO through OpenRLHF's pipeline on the CPU.
 
-    python bench/bench_real_model.py                       # every method x seeds 0 1 2 (~100 min on 2 cores)
+    python bench/bench_real_model.py                       # every method x seeds 0 1 2 (~95 min on 2 cores)
     python bench/bench_real_model.py --seeds 0             # a part; finished runs are skipped on a rerun
     python bench/bench_real_model.py --report-only         # tables and figures from the finished runs
 
