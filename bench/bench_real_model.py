@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_model_task as task  # noqa: E402
 from real_model_report import CONDUCTOR_METHODS, family_weights, report  # noqa: E402
 
-from openrlhf_maestro.report import ChatModel, latest_run_scalars  # noqa: E402
+from openrlhf_maestro.report import ChatModel, latest_run_scalars, read_rows  # noqa: E402
 from openrlhf_maestro.runtime.cpu_info import cpu_isa  # noqa: E402
 
 SCRIPT = REPO / "examples" / "scripts" / "train_grpo_smollm2_cpu.sh"
@@ -58,6 +58,7 @@ METHODS = {  # name -> (aggregator, extra flags, label)
 }
 FAMILIES = ("reasoning", "creative")
 OBJECTIVES = ("format", "length", "entropy", "perplexity")
+PROMPT_KEYS = ("input", "label", "category")
 EVAL_SEED = 1234  # the creative answers' sampling seed: every policy is scored on draws of the same seed
 
 
@@ -148,7 +149,7 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
     per_step = {
         name: [scalars[f"train/obj/{name}"][s] for s in steps] for name in OBJECTIVES if f"train/obj/{name}" in scalars
     }
-    inputs = {r["input"]: r["category"] for r in read_jsonl(data["train"])}
+    inputs = {r["input"]: r["category"] for r in read_rows(data["train"], PROMPT_KEYS)}
     record = {
         "method": method,
         "seed": seed,
@@ -160,23 +161,11 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
         "weights_per_family": (family_weights(out / "weights.jsonl", inputs) if method in CONDUCTOR_METHODS else None),
         "train_s": train_s,
         **machine(),
-        **evaluate(out / "model", read_jsonl(data["heldout"]), args),
+        **evaluate(out / "model", read_rows(data["heldout"], PROMPT_KEYS), args),
     }
     shutil.rmtree(out / "model", ignore_errors=True)  # 270 MB; the metrics and answers are in the record
     shutil.rmtree(out / "ckpt", ignore_errors=True)
     return record
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def load_runs(workdir: Path) -> dict[tuple[str, int], dict]:
-    runs = {}
-    for path in sorted((workdir / "runs").glob("*.json")):
-        record = json.loads(path.read_text())
-        runs[record["method"], record["seed"]] = record
-    return runs
 
 
 def check_settings(path: Path, args: argparse.Namespace) -> None:
@@ -217,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("[bench] scoring the initial model on the held-out prompts", flush=True)
             record = {"method": "base", "seed": None, "settings": settings(args)}
-            record.update(evaluate(args.model, read_jsonl(data["heldout"]), args))
+            record.update(evaluate(args.model, read_rows(data["heldout"], PROMPT_KEYS), args))
             base.write_text(json.dumps(record, indent=1))
         todo = [(m, s) for s in args.seeds for m in args.methods]
         t_all = time.time()

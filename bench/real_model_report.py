@@ -11,6 +11,8 @@ import json
 import statistics
 from pathlib import Path
 
+from openrlhf_maestro.report import read_rows
+
 METRICS = (
     ("reasoning/reference_match", "reasoning reference match"),
     ("creative/distinct2_in_band", "creative distinct-2 in band"),
@@ -70,7 +72,7 @@ def load(workdir: Path) -> list[dict]:
         run = json.loads(path.read_text())
         log = workdir / "runs" / f"{run['method']}-seed{run['seed']}" / "weights.jsonl"
         if run["method"] in CONDUCTOR_METHODS and log.is_file() and train.is_file():
-            inputs = {r["input"]: r["category"] for r in map(json.loads, train.read_text().splitlines())}
+            inputs = {r["input"]: r["category"] for r in read_rows(train, ("input", "category"))}
             run["weights_per_family"] = family_weights(log, inputs)
         runs.append(run)
     return runs
