@@ -145,11 +145,18 @@ def test_standin_serves_every_name_ring_attn_utils_imports():
 ISA_PROBE = r"""
 import json, torch
 import vllm.model_executor.layers.utils as u
+from openrlhf_maestro.runtime.kernel_paths import process_kernels
+# torch's bf16 SDPA, as the policy's Hugging Face forward runs it: on an AMX CPU it packs for oneDNN's brgemm
+# unless oneDNN is capped too, and the AVX2 kernels then refuse ("pack_vnni2 is only supported when avx512 ...").
+q = torch.randn(1, 2, 256, 64).bfloat16()
+torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
 print("REPORT" + json.dumps({
     "gemm_patched": getattr(u.dispatch_cpu_unquantized_gemm, "__maestro_cpu_patch__", False),
     "avx512": bool(torch.cpu._is_avx512_supported()),
     "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+    "amx": bool(torch.cpu._is_amx_tile_supported()),
     "capability": torch.backends.cpu.get_cpu_capability(),
+    "onednn": process_kernels()["onednn"]["implementations"],
 }))
 """
 
@@ -172,17 +179,35 @@ def test_vllm_gemm_dispatch_is_patched_in_a_fresh_process_and_only_under_the_run
     assert _isa_probe()["gemm_patched"] is False
 
 
-def test_cpu_isa_level_makes_torch_and_vllm_see_a_smaller_cpu():
+def test_cpu_isa_level_makes_torch_onednn_and_vllm_run_a_smaller_cpus_kernels():
+    """Proved from the kernels that ran (torch's dispatch, oneDNN's executed primitives), not from the variables."""
     from openrlhf_maestro.runtime.cpu_info import cpu_isa
+    from openrlhf_maestro.runtime.kernel_paths import above_avx2
 
     if not cpu_isa().has("AVX-512"):
         pytest.skip(f"emulating AVX2 changes nothing on this CPU ({cpu_isa().summary()})")
     native = _isa_probe(MAESTRO_RUNTIME="cpu")
     assert native["avx512"] is True
+    assert any(above_avx2(i) for i in native["onednn"]), native  # so the check below can tell
     avx2 = _isa_probe(MAESTRO_RUNTIME="cpu", MAESTRO_CPU_ISA="avx2")
-    assert avx2 == {**avx2, "avx512": False, "avx512_bf16": False, "capability": "AVX2"}, avx2
+    assert avx2 == {**avx2, "avx512": False, "avx512_bf16": False, "amx": False, "capability": "AVX2"}, avx2
+    assert avx2["onednn"] and not any(above_avx2(i) for i in avx2["onednn"]), avx2["onednn"]
     # the same variable without the runtime does nothing
     assert _isa_probe(MAESTRO_CPU_ISA="avx2")["avx512"] is True
+
+
+def test_cpu_isa_avx512_level_caps_onednn_below_bf16():
+    from openrlhf_maestro.runtime.cpu_info import cpu_isa
+
+    if not cpu_isa().has("AVX-512-BF16"):
+        pytest.skip(f"emulating AVX-512 without BF16 changes nothing on this CPU ({cpu_isa().summary()})")
+    native = _isa_probe(MAESTRO_RUNTIME="cpu")
+    avx512 = _isa_probe(MAESTRO_RUNTIME="cpu", MAESTRO_CPU_ISA="avx512")
+    # oneDNN names an implementation by the ISA it was built for: avx512_core_bf16 uses the bf16 instructions,
+    # while gemm:jit:bf16 emulates bf16 on plain AVX-512 (allowed at this level).
+    assert any("avx512_core_bf16" in i or "amx" in i for i in native["onednn"]), native["onednn"]
+    assert avx512["capability"] == "AVX512" and avx512["avx512_bf16"] is False, avx512
+    assert not any("avx512_core_bf16" in i or "amx" in i for i in avx512["onednn"]), avx512["onednn"]
 
 
 def test_cpu_isa_level_names_the_bad_value():

@@ -40,9 +40,20 @@ class CpuIsa:
             return "_C (AVX-512 + BF16)" if self.has("AVX-512-BF16") else "_C_AVX512"
         return "_C_AVX2"
 
+    def vllm_attention_isa(self, head_size: int = 64) -> str:
+        """The attention kernel vLLM's CPU backend picks here for a bf16 model with its default KV block of 128
+        tokens (mirrors ``cpu_attn._get_attn_isa`` on x86): ``vec16`` for head sizes of 16 mod 32, else ``amx``
+        with AMX tiles, else ``vec``."""
+        if head_size % 32 and head_size % 16 == 0:
+            return "vec16"
+        return "amx" if self.has("AMX") else "vec"
+
     def summary(self) -> str:
         isas = ", ".join(f"{name} {'yes' if self.has(name) else 'no'}" for name in ISA_FLAGS)
-        return f"{self.model} ({self.cores} cores): {isas}; vLLM kernels {self.vllm_kernel_library()}"
+        return (
+            f"{self.model} ({self.cores} cores): {isas}; vLLM kernels {self.vllm_kernel_library()}, "
+            f"attention {self.vllm_attention_isa()} (bf16)"
+        )
 
 
 def cpu_isa(cpuinfo: str | None = None) -> CpuIsa:

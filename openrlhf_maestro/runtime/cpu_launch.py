@@ -116,7 +116,8 @@ def prepare_process_environment() -> dict[str, str]:
         os.environ["PYTHONPATH"] = os.pathsep.join([site, *paths])
     cpu_patches.install()  # also sets MAESTRO_RUNTIME and the CPU_ENV defaults in os.environ
     env = {key: os.environ[key] for key in (*cpu_patches.CPU_ENV, cpu_patches.ENV_FLAG, "PYTHONPATH")}
-    for key in (cpu_patches.ISA_ENV, "ATEN_CPU_CAPABILITY"):  # --runtime.cpu_isa
+    isa_keys = {key for level_env in cpu_patches.ISA_LIBRARY_ENV.values() for key in level_env}
+    for key in (cpu_patches.ISA_ENV, *sorted(isa_keys)):  # --runtime.cpu_isa
         if key in os.environ:
             env[key] = os.environ[key]
     # What OpenRLHF's own ray.init would have passed (cli/train_ppo_ray.py 24-30).

@@ -80,8 +80,19 @@ ISA_LEVELS: dict[str, tuple[str, ...]] = {
         "_is_amx_fp16_supported",
     ),
 }
-# torch's own kernel dispatch, read once when torch loads (so it travels in the environment).
-ATEN_CAPABILITY = {"avx512": "avx512", "avx2": "avx2"}
+# The libraries that pick kernels by ISA themselves, outside those probes. Each reads its variable once, when it
+# loads (so the variables travel in the environment to every process):
+# - torch's own dispatch (``ATEN_CPU_CAPABILITY``): the vectorized ATen kernels;
+# - oneDNN (``ONEDNN_MAX_CPU_ISA``): its primitives (matmul, inner product) and the brgemm micro-kernels that
+#   torch's bf16 SDPA packs for. torch asks oneDNN, not the CPU, whether to pack (``cpublas::need_pack``:
+#   ``dnnl::get_effective_cpu_isa() >= avx512_core_amx``), so without this an AMX CPU emulating AVX2 takes the
+#   packed path inside torch's AVX2 kernels and fails ("pack_vnni2 is only supported when avx512 is supported").
+# Level -> {variable: value}.
+ISA_LIBRARY_ENV: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
 
 
 def isa_level(env: dict[str, str] | None = None) -> str:
@@ -244,6 +255,55 @@ def _patch_vllm_cpu_gemm(mod: ModuleType) -> None:
     _rebind(mod, "dispatch_cpu_unquantized_gemm", VLLM_GEMM_TARGET, _plain_linear_dispatch)
 
 
+VLLM_SAMPLER_TARGETS = (
+    "vllm.v1.sample.ops.topk_topp_sampler.compiled_random_sample",
+    "vllm.v1.sample.sampler.batched_count_greater_than",
+)
+
+
+def _uncompiled(original: Callable) -> Callable:
+    """The Python function under a ``torch.compile`` wrapper, run eagerly.
+
+    vLLM 0.29.0's CPU sampler runs two functions through inductor (``dynamic=True``; the second is marked
+    unbacked): ``compiled_random_sample`` (``topk_topp_sampler.py`` 341-346, every temperature > 0 request without
+    its own seed, through ``forward_cpu``) and ``batched_count_greater_than`` (``ops/logprobs.py`` 10-27, the rank
+    of every requested log-probability). On an Intel Xeon with AMX (``amx_tile amx_bf16``, 2 cores, torch
+    2.13.0+cpu), the C++ kernel inductor generates for the first corrupts the heap of vLLM's engine process when
+    the vocabulary is small: glibc aborts with ``double free or corruption (!prev)`` or ``free(): invalid next
+    size``, and the engine reports ``EngineDeadError`` at the first generation.
+
+    Reproducer (plain vLLM, no OpenRLHF, no plugin): ``shared/repro/vllm_cpu_bf16_worker.py MODEL_DIR`` with
+    ``python -m openrlhf_maestro.tiny_model MODEL_DIR``. Narrowed there: vocabulary 4,096 crashes, 16,384 and
+    49,152 work; temperature 0 works; ``TORCHDYNAMO_DISABLE=1`` works; in-process generation and float32 work.
+    Ruled out: the preloaded libgomp, vLLM's AMX attention, thread binding, the runtime's GEMM patch, the
+    architecture (Qwen2 or Llama) and the width (128 to 576). Inductor prefers its AMX vector ISA on such CPUs
+    (``torch/_inductor/cpu_vec_isa.py``), which no other machine here runs.
+
+    Chosen: both functions run uncompiled, on every CPU: the bodies are vLLM's own (``_torchdynamo_orig_callable``
+    is the decorated function), a softmax, an exponential draw, a division and an argmax over one (batch, vocab)
+    tensor, or a comparison and a sum. Eager costs the inductor compile at each engine start and nothing
+    measurable per step (``bench/bench_vllm_sampler.py``, docs/results.md). Disabling dynamo in every vLLM
+    process would also work, but it reaches further than the kernel at fault. The GPU path never comes here.
+    """
+    eager = getattr(original, "_torchdynamo_orig_callable", None)
+    if eager is None:
+        raise RuntimeError(
+            f"{original!r} is no longer a torch.compile wrapper: vLLM changed its CPU sampler. Check whether the "
+            "runtime still needs to run it uncompiled (cpu_patches._uncompiled), then update or drop the patch."
+        )
+    return eager
+
+
+def _patch_vllm_random_sample(mod: ModuleType) -> None:
+    """``forward_cpu`` looks ``compiled_random_sample`` up in its module at call time."""
+    _rebind(mod, "compiled_random_sample", VLLM_SAMPLER_TARGETS[0], _uncompiled)
+
+
+def _patch_vllm_logprob_ranks(mod: ModuleType) -> None:
+    """``Sampler`` calls the name it imported into ``vllm.v1.sample.sampler`` (sampler.py 14, 220, 349)."""
+    _rebind(mod, "batched_count_greater_than", VLLM_SAMPLER_TARGETS[1], _uncompiled)
+
+
 # --- DeepSpeed -------------------------------------------------------------------------------------------
 
 
@@ -332,6 +392,18 @@ PATCHES: tuple[Patch, ...] = (
         "prepacked CPU GEMMs (oneDNN, sgl AMX, zentorch) drop or ignore the weights a sync updates",
         _patch_vllm_cpu_gemm,
     ),
+    Patch(
+        "vllm.v1.sample.ops.topk_topp_sampler",
+        VLLM_SAMPLER_TARGETS[0],
+        "inductor's sampling kernel corrupts the engine's heap on AMX CPUs",
+        _patch_vllm_random_sample,
+    ),
+    Patch(
+        "vllm.v1.sample.sampler",
+        VLLM_SAMPLER_TARGETS[1],
+        "the sampler's other inductor kernel: no compiled code in the CPU sampler",
+        _patch_vllm_logprob_ranks,
+    ),
     Patch("deepspeed.comm.torch", "build_shm_op", "shm op JIT build", _patch_deepspeed_shm),
     Patch(
         "openrlhf.models.actor",
@@ -363,8 +435,8 @@ def install() -> None:
     os.environ[ENV_FLAG] = "cpu"
     for key, value in CPU_ENV.items():
         os.environ.setdefault(key, value)
-    if isa_level() in ATEN_CAPABILITY:
-        os.environ.setdefault("ATEN_CPU_CAPABILITY", ATEN_CAPABILITY[isa_level()])
+    for key, value in ISA_LIBRARY_ENV[isa_level()].items():
+        os.environ.setdefault(key, value)
     standin_finder.install()  # ring_attn_utils.py 3-4: flash_attn imported unconditionally
     for patch in PATCHES:
         when_imported(patch.module, patch.apply)

@@ -32,16 +32,10 @@ def _worker_parameters(worker) -> dict[str, torch.Tensor]:
 
 
 def _worker_cpu(worker) -> dict:
-    """Runs inside the vLLM worker process: the kernels it actually loaded, whatever the CPU reports."""
-    maps = Path("/proc/self/maps")
-    libs = set()
-    if maps.is_file():
-        libs = {Path(line.split()[-1]).name for line in maps.read_text().splitlines() if "/vllm/_C" in line}
-    return {
-        "torch_capability": torch.backends.cpu.get_cpu_capability(),
-        "avx512": bool(torch.cpu._is_avx512_supported()),
-        "vllm_kernels": sorted(libs),
-    }
+    """Runs inside the vLLM worker process: the kernels it actually ran, whatever the CPU reports."""
+    from openrlhf_maestro.runtime.kernel_paths import attention_isas, process_kernels
+
+    return {**process_kernels(), "attention_isa": attention_isas(worker.model_runner.model)}
 
 
 def _engine_rpc(rollout_actor, fn) -> list:

@@ -17,6 +17,7 @@ from _support import REPO, run_example
 from safetensors.torch import load_file
 
 from openrlhf_maestro.report import latest_run_scalars, summary
+from openrlhf_maestro.runtime.kernel_paths import above_avx2
 
 pytestmark = pytest.mark.e2e
 
@@ -96,10 +97,14 @@ def test_vllm_generates_with_the_synced_weights(grpo_run):
 
 
 def test_vllm_ran_avx2_kernels(grpo_run):
+    """What the engine ran, read in its worker: vLLM's library and attention ISA, torch's dispatch, oneDNN's
+    primitives (an AMX or AVX-512 CPU would show avx512/amx implementations there without the emulation)."""
     for engine in json.loads((grpo_run["out"] / "model/weight_sync_check.json").read_text())["engines"]:
         cpu = engine["engine_cpu"]
         assert cpu["vllm_kernels"] == ["_C_AVX2.abi3.so"] and cpu["torch_capability"] == "AVX2", cpu
-        assert cpu["avx512"] is False, cpu
+        assert cpu["avx512"] is False and cpu["attention_isa"] == ["vec"], cpu
+        onednn = cpu["onednn"]["implementations"]
+        assert onednn and not any(above_avx2(i) for i in onednn), cpu["onednn"]
     before = load_file(grpo_run["model"] / "model.safetensors")
     after = load_file(grpo_run["out"] / "model/model.safetensors")
     assert before.keys() <= after.keys()  # OpenRLHF also writes the tied lm_head.weight
