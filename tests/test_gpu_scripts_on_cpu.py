@@ -71,6 +71,28 @@ def test_the_nover_reward_model_shares_the_policys_placement_group_rank_by_bundl
     assert "8 ranks, 0.2 GPU each, placement group 0, rank r on bundle r: GPUs 0-7" in line
 
 
+def test_without_colocation_each_group_reserves_gpus_of_its_own_in_the_order_train_creates_them():
+    """OpenRLHF's train() creates the vLLM engines' placement group first, then the actor's, the reference's and
+    its own reward model's (cli/train_ppo_ray.py 52-140): 2 GPUs each, in that order, none shared."""
+    flags = [
+        *("--actor.model_name_or_path", "m", "--reward.model_name_or_path", "rm"),
+        *("--actor.num_gpus_per_node", "2", "--ref.num_gpus_per_node", "2", "--reward.num_gpus_per_node", "2"),
+        *("--vllm.num_engines", "2", "--rollout.n_samples_per_prompt", "4"),
+        *("--algo.advantage.estimator", "group_norm"),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "openrlhf_maestro.cli.train_ppo_ray", "--runtime.check_flags", *flags],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert printed_placement(proc.stdout) == {"vllm": {0, 1}, "actor": {2, 3}, "ref": {4, 5}, "reward": {6, 7}}
+    assert "reward (OpenRLHF's reward): 2 ranks, 1 GPU each, placement group 3, rank r on bundle r" in proc.stdout
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
