@@ -160,7 +160,9 @@ def _on_parsed(parser: argparse.ArgumentParser, ns: argparse.Namespace, parsed: 
 
 def _on_train(args: object, parsed: dict) -> None:
     """Validate again on the arguments as OpenRLHF leaves them after its post-parse changes (cli/train_ppo_ray.py
-    632-770: e.g. dynamic batching or ring attention switch packing on), so no later switch slips past."""
+    632-770: e.g. dynamic batching or ring attention switch packing on), so no later switch slips past; and refuse
+    model groups whose ZeRO-3 ranks would run different numbers of forwards (``uneven_forward_problems``), with or
+    without an aggregator. Runs as ``train()`` starts, before ``ray.init`` and before any model loads."""
     from openrlhf_maestro.integration.placement import uneven_forward_problems
 
     parsed["final"] = args
