@@ -7,15 +7,18 @@
 # Objectives: the text channels of examples/rewards/nover_text_reward.py (format, length, overlap).
 #
 # Override any path below from the environment; extra flags after the script name go to train_ppo_ray.
-# `LAUNCH=python3 bash this.sh --runtime.check_flags` checks every flag locally without starting anything.
+# `LAUNCH=python3 bash this.sh --runtime.check_flags` checks every flag and prints the placement locally
+# without starting anything. Placement, outputs and resuming: docs/gpu.md.
+# Placement: actor, reference and the 4 vLLM engines (TP 2) colocated on all 8 GPUs (--train.colocate_all).
+# placement: actor=0-7 ref=0-7 vllm=0-7
 set -euo pipefail
 
 MODEL=${MODEL:-Qwen/Qwen3-8B}
 DATA=${DATA:-data/nover/train.jsonl}
 EVAL_DATA=${EVAL_DATA:-data/nover/test.jsonl}
 REWARD_FN=${REWARD_FN:-examples/rewards/nover_text_reward.py}
-SAVE=${SAVE:-checkpoint/qwen3-8b-maestro}
-WORKDIR=${WORKDIR:-$(pwd)}
+SAVE=${SAVE:-checkpoint/qwen3-8b-maestro}   # checkpoints, model, TensorBoard, weights log
+WORKDIR=${WORKDIR:-$(pwd)}                  # uploaded to Ray as the job's working_dir: the repository root
 RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
 AGGREGATOR=${AGGREGATOR:-maestro}            # maestro | sum | gdpo
 ESTIMATOR=${ESTIMATOR:-group_norm}           # GRPO; gdpo's own advantage is reinforce_baseline (batch whitening)
@@ -23,10 +26,25 @@ OBJECTIVES=${OBJECTIVES:-format,length,overlap}
 WEIGHTS=${WEIGHTS:-}                         # sum/gdpo: static weights; maestro: the prior (default uniform)
 RUN_NAME=${RUN_NAME:-qwen3-8b-$AGGREGATOR}
 
+# Outputs go to an absolute path, resolved from where you launched: the job runs in Ray's temporary copy of
+# WORKDIR, where a relative path would land (and be lost, and never resumed from). The same SAVE on a second
+# submission resumes from $SAVE/ckpt (--ckpt.load_enable).
+case "$SAVE" in
+  /*) ;;
+  *) SAVE="$PWD/${SAVE#./}" ;;
+esac
+WORKDIR=$(cd "$WORKDIR" && pwd)
+# Never upload outputs with the working dir (Ray also honours .gitignore, which lists them too).
+EXCLUDES='".git/", ".venv/", "checkpoint/", "outputs/", "wandb/"'
+case "$SAVE/" in
+  "$WORKDIR"/*) EXCLUDES="$EXCLUDES, \"/${SAVE#"$WORKDIR"/}/\"" ;;
+esac
+
 if [ -n "${LAUNCH:-}" ]; then
   read -r -a LAUNCH_CMD <<<"$LAUNCH"
 else
-  LAUNCH_CMD=(ray job submit --address="$RAY_ADDRESS" --runtime-env-json="{\"working_dir\": \"$WORKDIR\"}" -- python3)
+  RUNTIME_ENV="{\"working_dir\": \"$WORKDIR\", \"excludes\": [$EXCLUDES]}"
+  LAUNCH_CMD=(ray job submit --address="$RAY_ADDRESS" --runtime-env-json="$RUNTIME_ENV" -- python3)
 fi
 
 PLACEMENT_ARGS=(

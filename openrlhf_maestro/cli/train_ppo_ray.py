@@ -78,14 +78,11 @@ def build_launcher_parser() -> argparse.ArgumentParser:
         "--runtime.check_flags",
         dest="check_flags",
         action="store_true",
-        help="parse and validate every flag (OpenRLHF's and the plugin's) with OpenRLHF's own parser, print the "
-        "plugin's settings, and exit: starts no Ray, loads no model",
+        help="parse and validate every flag (OpenRLHF's and the plugin's) with OpenRLHF's own parser, run OpenRLHF's "
+        "start-up checks (placement asserts included), print the plugin's settings and the placement (which role "
+        "gets which GPUs and bundles), and exit: starts no Ray, loads no model",
     )
     return parser
-
-
-class _FlagsChecked(Exception):
-    """Raised after a successful parse under --runtime.check_flags to stop before OpenRLHF's train()."""
 
 
 def _is_openrlhf_parser(parser: argparse.ArgumentParser) -> bool:
@@ -163,9 +160,13 @@ def _on_parsed(parser: argparse.ArgumentParser, ns: argparse.Namespace, parsed: 
 
 def _on_train(args: object, parsed: dict) -> None:
     """Validate again on the arguments as OpenRLHF leaves them after its post-parse changes (cli/train_ppo_ray.py
-    632-770: e.g. dynamic batching or ring attention switch packing on), so no later switch slips past."""
+    632-770: e.g. dynamic batching or ring attention switch packing on), so no later switch slips past; and refuse
+    model groups whose ZeRO-3 ranks would run different numbers of forwards (``uneven_forward_problems``), with or
+    without an aggregator. Runs as ``train()`` starts, before ``ray.init`` and before any model loads."""
+    from openrlhf_maestro.integration.placement import uneven_forward_problems
+
     parsed["final"] = args
-    problems = validate(args)
+    problems = validate(args) + uneven_forward_problems(args)  # before Ray starts or any model loads
     if problems:
         parsed["parser"].error("after OpenRLHF's own flag adjustments:\n  " + "\n  ".join(problems))
     spec = spec_from_flags(args) if launcher_flags_present(args) else None  # a patched OpenRLHF's hook notes itself
@@ -205,23 +206,23 @@ def openrlhf_train_entry_hook(on_train: Callable[[object], None]) -> Iterator[No
 
 def check_flags(argv: list[str]) -> int:
     """Parse ``argv`` with OpenRLHF's parser plus the plugin's flags, let OpenRLHF adjust them, validate both
-    times, print, exit 0 (or 2 via argparse)."""
+    times, then run OpenRLHF's ``train(args)`` with Ray stood in for (``integration.placement``), so that its
+    own start-up asserts run and its placement decisions are printed; exit 0, or 2 naming what is refused.
+    Starts no Ray, loads no model."""
+    from openrlhf_maestro.integration.placement import DryPlacement, PlacementChecked, dry_placement
     from openrlhf_maestro.runtime import standin_finder
 
     standin_finder.install()  # OpenRLHF's CLI imports flash_attn; a real build is never shadowed
     parsed: dict = {}
-
-    def stop(args: object) -> None:
-        _on_train(args, parsed)
-        raise _FlagsChecked
-
+    record = DryPlacement()
     try:
         with (
             openrlhf_parser_hook(add_plugin_arguments, lambda p, ns: _on_parsed(p, ns, parsed)),
-            openrlhf_train_entry_hook(stop),
+            dry_placement(record),
+            openrlhf_train_entry_hook(lambda args: _on_train(args, parsed)),
         ):
             run_openrlhf(argv)
-    except _FlagsChecked:
+    except PlacementChecked:
         ns = parsed["final"]
         keys = [
             "reward.aggregator",
@@ -237,8 +238,12 @@ def check_flags(argv: list[str]) -> int:
             "flags OK: "
             + ", ".join(f"--{k} {flag_value(ns, k)}" for k in keys if flag_value(ns, k, _MISSING) is not _MISSING)
         )
+        print("\n".join(record.report()), flush=True)
         return 0
-    raise RuntimeError("OpenRLHF's CLI finished without reaching train(args)")
+    except AssertionError as err:  # OpenRLHF's own start-up checks are asserts (cli/train_ppo_ray.py 40-140, 690-770)
+        print(f"[openrlhf-maestro] OpenRLHF refuses these flags at start-up: {err}", file=sys.stderr, flush=True)
+        return 2
+    raise RuntimeError("OpenRLHF's CLI finished without reaching the trainer in train(args)")
 
 
 def main(argv: list[str] | None = None) -> int:

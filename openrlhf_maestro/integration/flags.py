@@ -351,6 +351,25 @@ def launcher_flags_present(args: object) -> bool:
     return flag_value(args, "maestro.tau") is not None
 
 
+def reward_model_channels(args: object) -> list[str]:
+    """The objectives the launcher's reward model serves (channels whose source is ``reward_model``); empty
+    without the launcher's ``--reward.aggregator``."""
+    spec = spec_from_flags(args) if launcher_flags_present(args) else None
+    return [n for n in spec.model_channels if spec.channel(n).source == "reward_model"] if spec else []
+
+
+def reward_model_started(args: object) -> bool:
+    """Whether a run starts a ``RewardModelActor`` group: OpenRLHF does without a reward function or agent
+    (cli/train_ppo_ray.py 131); beside one, the launcher does for a reward-model channel
+    (``trainer.TrainerLauncher``) and the patched CLI whenever ``--reward.aggregator`` and
+    ``--reward.model_name_or_path`` are both given."""
+    if not flag_value(args, "reward.remote_url") and not flag_value(args, "train.agent_func_path"):
+        return True
+    if launcher_flags_present(args):
+        return bool(reward_model_channels(args))
+    return bool(flag_value(args, "reward.aggregator") and flag_value(args, "reward.model_name_or_path"))
+
+
 def validate(args: argparse.Namespace) -> list[str]:
     """Check the plugin's flags against each other and OpenRLHF's; returns the list of problems (empty = fine).
 

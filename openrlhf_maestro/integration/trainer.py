@@ -23,7 +23,7 @@ import torch
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
 from openrlhf_maestro.integration.experience import AggregatingExperienceMaker
-from openrlhf_maestro.integration.flags import filter_weights, spec_from_flags
+from openrlhf_maestro.integration.flags import filter_weights, reward_model_channels, spec_from_flags
 from openrlhf_maestro.integration.hook import (
     CLIENT_STATE_KEY,
     LEGACY_CLIENT_STATE_KEY,
@@ -66,13 +66,12 @@ class Placement:
         return next((pg for name, pg in cls.groups.items() if name.endswith(suffix)), None)
 
 
-def start_reward_model(strategy):
+def reward_model_group(strategy):
     """OpenRLHF's own ``RewardModelActor`` group for a ``reward_model`` channel, placed as OpenRLHF places its
     reward model (cli/train_ppo_ray.py 106-140): in the critic's group under ``--train.colocate_critic_reward``,
-    in the shared one under ``--train.colocate_all`` (0.2 of a GPU per actor), else on GPUs of its own.
-
-    Unpatched OpenRLHF starts no reward model when a reward function is given; the patched CLI does when an
-    aggregator is on, with these same arguments, and so does this (called in the driver, before the trainer)."""
+    in the shared one under ``--train.colocate_all`` (0.2 of a GPU per actor, rank i on bundle i), else on GPUs
+    of its own. Creates the actors, loads nothing; ``--runtime.check_flags`` calls it too, so the placement it
+    prints is this one."""
     from openrlhf.trainer.ray.launcher import RayActorGroup, RewardModelActor
 
     a = strategy.args
@@ -91,7 +90,16 @@ def start_reward_model(strategy):
     )
     where = "its own GPUs" if pg is None else f"placement group {pg.id.hex()}, shared as OpenRLHF shares it"
     print(f"[openrlhf-maestro] reward model for the reward_model channel: {where}", flush=True)
-    ray.get(group.async_init_model_from_pretrained(strategy, a.reward.model_name_or_path))
+    return group
+
+
+def start_reward_model(strategy):
+    """``reward_model_group`` with the reward model loaded.
+
+    Unpatched OpenRLHF starts no reward model when a reward function is given; the patched CLI does when an
+    aggregator is on, with these same arguments, and so does this (called in the driver, before the trainer)."""
+    group = reward_model_group(strategy)
+    ray.get(group.async_init_model_from_pretrained(strategy, strategy.args.reward.model_name_or_path))
     return group
 
 
@@ -104,8 +112,7 @@ class TrainerLauncher:
         self.actor_class = actor_class
 
     def remote(self, pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs):
-        spec = spec_from_flags(strategy.args)
-        if reward_model is None and any(spec.channel(n).source == "reward_model" for n in spec.model_channels):
+        if reward_model is None and reward_model_channels(strategy.args):
             reward_model = start_reward_model(strategy)
         return self.actor_class.remote(pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs)
 
