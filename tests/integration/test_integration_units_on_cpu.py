@@ -376,16 +376,16 @@ def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
     assert hook.policy_probe is None  # a reward-model channel reads nothing from the policy forward
     experiences = [_experience([0.0, 0.0], [0, 1], {"obj/format": torch.ones(2)})]
     with pytest.raises(RuntimeError, match=r"no experience maker, so the model channels \['preference'\]"):
-        hook.before_advantages(experiences, None, None)
+        hook.before_advantages(experiences, None)
     # OpenRLHF's real experience maker, as an unpatched OpenRLHF builds it beside a reward function: no RM group.
     maker = RemoteExperienceMaker(
         None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=hook.args), None
     )
     with pytest.raises(ChannelInputError, match="--reward.model_name_or_path"):
-        hook.before_advantages(experiences, None, maker)
+        hook.before_advantages(experiences, maker)
     experiences[0].info["obj/preference"] = torch.ones(2)
     with pytest.raises(InvalidSampleError, match=r"reports \['preference'\], which are model channels"):
-        hook.before_advantages(experiences, None, maker)
+        hook.before_advantages(experiences, maker)
 
 
 def test_the_probe_asks_only_for_what_the_spec_reads():
