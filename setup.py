@@ -44,13 +44,5 @@ setup(
             "openrlhf-maestro-train=openrlhf_maestro.cli.train_ppo_ray:main",
             "openrlhf-maestro-tiny-model=openrlhf_maestro.tiny_model:main",
         ],
-        # OpenRLHF's --reward.aggregator NAME, once patches/openrlhf-0.11.2-reward-aggregator.patch is applied: every
-        # name builds the same hook, which reads the name from args.reward.aggregator and asks the registry.
-        "openrlhf.reward_aggregators": [
-            "maestro=openrlhf_maestro.integration.hook:AggregatorHook",
-            "sum=openrlhf_maestro.integration.hook:AggregatorHook",
-            "random=openrlhf_maestro.integration.hook:AggregatorHook",
-            "gdpo=openrlhf_maestro.integration.hook:AggregatorHook",
-        ],
     },
 )

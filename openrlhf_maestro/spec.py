@@ -4,7 +4,7 @@ Three sources parse into it, and it serializes back to the third:
 
 - the launcher's flags (``--reward.aggregator/objectives/weights``, ``--maestro.*``, ``--perplexity.*``,
   ``--reward.failure_policy``, ``--reward.weights_log``): ``AggregatorSpec.from_flags(args)``;
-- OpenRLHF's hook flag ``--reward.aggregator_args`` (a JSON object): ``AggregatorSpec.from_aggregator_args``;
+- a patched OpenRLHF's ``--reward.aggregator_args`` (a JSON object): ``AggregatorSpec.from_aggregator_args``;
 - the saved ``reward_aggregator.json`` / checkpoint record: ``AggregatorSpec.from_json(spec.to_json())``.
 
 One naming rule for objectives (``OBJECTIVE_NAME``), one validation (``__post_init__``). The aggregator's
@@ -27,7 +27,6 @@ from openrlhf_maestro.probe import CONTEXTS
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 ARGS_FLAG = "--reward.aggregator_args"
-JSON_KEYS_OF_FIELD = {"aggregator": "--reward.aggregator"}  # every other field is its own JSON key
 JSON_KEYS = (
     "objectives",
     "weights",
@@ -267,7 +266,7 @@ class AggregatorSpec:
 
     @classmethod
     def from_aggregator_args(cls, aggregator: str, args: Mapping[str, Any]) -> AggregatorSpec:
-        """``--reward.aggregator NAME --reward.aggregator_args JSON`` (OpenRLHF's hook); errors name the flag.
+        """``--reward.aggregator_args '{"aggregator": NAME, ...}'`` (a patched OpenRLHF); errors name the flag.
 
         Keys: objectives (required), weights, options, context, channels, failure_policy, weights_log, plugins.
         ``maestro`` is the older spelling of ``options``, ``drop_invalid_samples: true`` of ``failure_policy:
@@ -311,7 +310,7 @@ class AggregatorSpec:
                 plugins=tuple(args.get("plugins") or ()),
             )
         except SpecError as err:
-            where = f' "{JSON_KEYS_OF_FIELD.get(err.field, err.field)}"' if err.field else ""
+            where = f' "{err.field}"' if err.field else ""
             raise SpecError(f"{ARGS_FLAG}{where}: {err}", err.field) from None
         except ValueError as err:
             raise SpecError(f"{ARGS_FLAG}: {err}") from None

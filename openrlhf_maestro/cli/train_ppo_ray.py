@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         if upstream_hook_installed():
             print(
                 "[openrlhf-maestro] this OpenRLHF carries the reward-aggregator hook (patches/): --reward.aggregator "
-                "is OpenRLHF's own flag, configured by --reward.aggregator_args; the launcher adds nothing",
+                "is OpenRLHF's own flag, the file `python -m openrlhf_maestro.integration.reward_aggregator` prints, "
+                "configured by --reward.aggregator_args; the launcher adds nothing",
                 file=sys.stderr,
                 flush=True,
             )

@@ -1,8 +1,9 @@
 """Everything that knows OpenRLHF 0.11.2's internals lives here, and only here.
 
 - ``hook``: ``AggregatorHook``, the integration itself: objectives -> aggregator -> R before the advantages,
-  the advantages -> feedback after them, state for the checkpoints. The patched OpenRLHF builds it through
-  entry points; the subclasses below install the same object into an unpatched OpenRLHF;
+  the advantages -> feedback after them, state for the checkpoints. The patched OpenRLHF builds it from
+  ``reward_aggregator.py`` (the file its ``--reward.aggregator`` names); the subclasses below install the same
+  object into an unpatched OpenRLHF;
 - ``flags``: the plugin's flags on OpenRLHF's parser, parsed into an ``AggregatorSpec``, and the checks of
   the OpenRLHF flags an aggregator depends on (both paths);
 - ``model_channels``: the model channels' values (``openrlhf_maestro.channels``, a registry of classes that

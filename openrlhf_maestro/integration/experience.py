@@ -7,9 +7,10 @@ extends four of its methods with ``super()`` calls, at the points where the upst
   (``reward/invalid``) with placeholders so OpenRLHF's concatenation keeps rows aligned;
 - ``_dispatch_forward`` (100-106): the policy's forward in ``make_experience`` carries the hook's
   ``policy_probe``, as the patch's does;
-- ``make_experience`` (113-235) runs the model forwards; then ``hook.before_advantages`` gets the probe's
-  outputs (collected from the policy actors) and this experience maker, whose model groups compute the other
-  model channels, and turns the objectives into R;
+- ``make_experience`` (113-235) runs the model forwards; then the probe's outputs, collected from the policy
+  actors, go into each experience's ``info`` (where the policy-probe patch puts them), and
+  ``hook.before_advantages`` gets the experiences and this experience maker, whose model groups compute the
+  other model channels, and turns the objectives into R;
 - ``compute_advantages_and_returns`` (239-340) applies OpenRLHF's own length penalties and group
   normalization to R; then ``hook.after_advantages`` feeds the advantages back.
 """
@@ -24,6 +25,7 @@ from openrlhf_maestro.integration.hook import (
     INVALID_KEY,
     AggregatorHook,
     InvalidSampleError,
+    log_into_info,
 )
 
 
@@ -71,7 +73,6 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
         self.function_objectives = hook.spec.function_objectives
         self.drop_invalid = hook.spec.drop_invalid_samples
         self.skip_objective = hook.spec.failure_policy == "skip_objective"
-        self.metrics: dict[str, float] = {}
         self._probe_next_actor_forward = False
 
     # -- before the forwards: validate what the reward function returned, one sample at a time --------------
@@ -113,14 +114,15 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
     def make_experience(self, samples_list: list) -> list:
         self._probe_next_actor_forward = self.hook.policy_probe is not None
         experiences = super().make_experience(samples_list)
-        self.metrics = {}
-        policy_outputs = self._collect_policy_outputs(experiences) if self.hook.policy_probe is not None else None
-        self.metrics.update(self.hook.before_advantages(experiences, policy_outputs, self))
+        if self.hook.policy_probe is not None:
+            for experience, outputs in zip(experiences, self._collect_policy_outputs(experiences), strict=True):
+                experience.info.update(outputs)
+        self.hook.before_advantages(experiences, self)
         return experiences
 
     def compute_advantages_and_returns(self, experiences: list) -> list:
         experiences = super().compute_advantages_and_returns(experiences)
-        self.metrics.update(self.hook.after_advantages(experiences))
+        self.hook.after_advantages(experiences)
         return experiences
 
     def _collect_policy_outputs(self, experiences: list) -> list[dict[str, torch.Tensor]]:
@@ -133,7 +135,7 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
         copies = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
         results = ray.get(self.actor_model_group.async_run_method(method_name="pop_channel_records"))[::copies]
         records = [r for per_actor, _ in results for r in per_actor]
-        self.metrics["reward/policy_forwards"] = float(sum(forwards for _, forwards in results))
+        log_into_info(experiences, {"reward/policy_forwards": float(sum(forwards for _, forwards in results))})
         sizes = [next(iter(r.values())).shape[0] if r else None for r in records]
         if len(records) != len(experiences) or any(
             n is not None and n != len(e.index) for n, e in zip(sizes, experiences, strict=True)

@@ -26,6 +26,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import json
 import sys
 from typing import Any
 
@@ -56,14 +57,15 @@ def _field_type(f: dataclasses.Field):
 
 
 def upstream_hook_installed() -> bool:
-    """Whether the installed OpenRLHF carries patches/openrlhf-0.11.2-reward-aggregator.patch (a file check: no
-    import, so it is safe before the CPU runtime is in place)."""
+    """Whether the installed OpenRLHF carries patches/openrlhf-0.11.2-reward-aggregator.patch, i.e. its CLI defines
+    ``--reward.aggregator`` (a file read: no import, so it is safe before the CPU runtime is in place)."""
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.find_spec("openrlhf")
     locations = list(spec.submodule_search_locations or []) if spec else []
-    return any((Path(loc) / "trainer" / "reward_aggregator.py").is_file() for loc in locations)
+    cli = [Path(loc) / "cli" / "train_ppo_ray.py" for loc in locations]
+    return any(path.is_file() and '"--reward.aggregator"' in path.read_text() for path in cli)
 
 
 class _Deprecated(argparse.Action):
@@ -88,8 +90,9 @@ class _Deprecated(argparse.Action):
 def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the plugin's flags (module docstring) to OpenRLHF's parser.
 
-    A patched OpenRLHF defines ``--reward.aggregator`` itself (configured by ``--reward.aggregator_args``); then
-    its own hook builds the same ``AggregatorHook`` through entry points, and the launcher adds nothing.
+    A patched OpenRLHF defines ``--reward.aggregator`` itself (a file defining ``RewardAggregator``, configured by
+    ``--reward.aggregator_args``); then it builds the same ``AggregatorHook`` from
+    ``openrlhf_maestro/integration/reward_aggregator.py``, and the launcher adds nothing.
     """
     if "--reward.aggregator" in parser._option_string_actions:
         return
@@ -280,6 +283,26 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
         )
     except SpecError as err:
         raise SpecError(f"{FLAG_OF_FIELD.get(err.field, '--reward.aggregator')}: {err}", err.field) from None
+
+
+def spec_from_aggregator_args(args: object) -> AggregatorSpec:
+    """The spec of a patched OpenRLHF's ``--reward.aggregator_args``: a JSON object with "aggregator" (a registered
+    name) and the keys of ``AggregatorSpec.from_aggregator_args``.
+
+    Raises:
+        SpecError: naming the flag and the fix.
+    """
+    text = flag_value(args, "reward.aggregator_args")
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError as err:
+        raise SpecError(f"--reward.aggregator_args is not valid JSON ({err}): {text!r}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("aggregator"), str):
+        raise SpecError(
+            f'--reward.aggregator_args needs "aggregator": one of {available_aggregators()}, e.g. '
+            f'{{"aggregator": "maestro", "objectives": ["format", "length"]}}; got {text!r}'
+        )
+    return AggregatorSpec.from_aggregator_args(data.pop("aggregator"), data)
 
 
 def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:

@@ -3,8 +3,9 @@
 Per rollout batch, between OpenRLHF's model forwards and its advantages:
 
     policy_probe                                   what the experience maker's policy forward should read
-                                                   (h, policy_logits channels), or None
-    before_advantages(experiences, policy_outputs, experience_maker)
+                                                   (h, policy_logits channels), or None; its per-sample
+                                                   values arrive in each experience's ``info``
+    before_advantages(experiences, experience_maker)
                                                    the model channels' objectives (``model_channels``), then
                                                    (N, K) objectives from info["obj/<name>"] -> R (N,) into
                                                    experience.rewards and info["reward"]; a response whose
@@ -15,11 +16,13 @@ Per rollout batch, between OpenRLHF's model forwards and its advantages:
                                                    OpenRLHF's length penalties) -> the aggregator's feedback
     state_dict / load_state_dict                   the spec's record + the aggregator's state (checkpoints)
 
-Both return {name: float}, logged as ``train/<name>``.
+Both calls return their logs {name: float} and also write them into every experience's ``info``, which
+OpenRLHF logs as ``train/<name>`` (as it logs a reward function's ``extra_logs``).
 
-- **Patched OpenRLHF** (``patches/openrlhf-0.11.2-reward-aggregator.patch``): every name in the entry-point
-  group ``openrlhf.reward_aggregators`` points at this class; OpenRLHF builds it as
-  ``AggregatorHook(args, **json.loads(--reward.aggregator_args))`` and ``make_experience_batch`` calls it.
+- **Patched OpenRLHF** (``patches/openrlhf-0.11.2-reward-aggregator.patch`` and ``-policy-probe.patch``):
+  ``--reward.aggregator`` names a Python file that OpenRLHF loads like a ``reward_func`` file, and builds
+  ``RewardAggregator(args)`` from it; ``openrlhf_maestro/integration/reward_aggregator.py`` is that file
+  (``RewardAggregator`` is this class), configured by ``--reward.aggregator_args`` (JSON).
 - **Unpatched OpenRLHF** (the launcher): ``AggregatingPPOTrainer`` builds ``AggregatorHook(args, spec=...)`` from
   the flags, and ``AggregatingExperienceMaker`` calls the same methods at the same two points.
 
@@ -129,6 +132,29 @@ def set_objective(experiences: list, name: str, values: torch.Tensor) -> None:
         experience.info[f"obj/{name}"] = piece.float()
 
 
+def log_into_info(experiences: list, logs: dict[str, float]) -> None:
+    """Each log as a (B,) constant in every experience's ``info``: OpenRLHF's actor logs the sample mean of
+    every ``info`` tensor as ``train/<name>``, so the logs reach TensorBoard and wandb on either path."""
+    for experience in experiences:
+        for name, value in logs.items():
+            experience.info[name] = torch.full((len(experience.index),), float(value))
+
+
+def policy_outputs_of(experiences: list, probe: PolicyProbe | None) -> list[dict[str, torch.Tensor]] | None:
+    """What ``probe.per_sample`` read in the policy forward, per experience, taken out of ``info`` (where the
+    policy-probe patch, or the launcher, put it; left there, OpenRLHF would log h as a metric)."""
+    if probe is None:
+        return None
+    keys = ([HIDDEN] if probe.needs_hidden else []) + list(probe.channels)
+    missing = sorted({k for e in experiences for k in keys if k not in e.info})
+    if missing:
+        raise RuntimeError(
+            f"OpenRLHF put no policy-probe values {missing} into the experiences: apply "
+            "patches/openrlhf-0.11.2-policy-probe.patch (after -reward-aggregator.patch), or use the plugin's launcher"
+        )
+    return [{k: e.info.pop(k) for k in keys} for e in experiences]
+
+
 def check_resumable(saved: dict, current: dict) -> None:
     """Refuse to load an aggregator state saved for another aggregator, other objectives or another model width."""
     for key in ("aggregator", "objectives", "hidden_size"):
@@ -144,15 +170,15 @@ class AggregatorHook:
 
     Args:
         args: OpenRLHF's nested args (``args.rollout``, ``args.algo``, ``args.actor``, ...).
-        spec: the aggregation (the launcher passes it); without it the spec comes from ``args.reward.aggregator``
-            and ``aggregator_args``, the JSON object of ``--reward.aggregator_args`` (the patched OpenRLHF).
+        spec: the aggregation (the launcher passes it); without it the spec comes from ``--reward.aggregator_args``
+            (the patched OpenRLHF builds ``RewardAggregator(args)``).
     """
 
-    def __init__(self, args, spec: AggregatorSpec | None = None, **aggregator_args) -> None:
-        from openrlhf_maestro.integration.flags import openrlhf_notes, openrlhf_problems
+    def __init__(self, args, spec: AggregatorSpec | None = None) -> None:
+        from openrlhf_maestro.integration.flags import openrlhf_notes, openrlhf_problems, spec_from_aggregator_args
 
         if spec is None:  # the patched OpenRLHF: its CLI has no launcher to print the notes
-            spec = AggregatorSpec.from_aggregator_args(args.reward.aggregator, aggregator_args)
+            spec = spec_from_aggregator_args(args)
             for note in openrlhf_notes(spec, args):
                 logger.warning(note)
         problems = openrlhf_problems(spec, args)
@@ -174,23 +200,19 @@ class AggregatorHook:
 
     # -- the two calls per rollout batch ---------------------------------------------------------------------
 
-    def before_advantages(
-        self,
-        experiences: list,
-        policy_outputs: list[dict[str, torch.Tensor]] | None = None,
-        experience_maker=None,
-    ) -> dict[str, float]:
+    def before_advantages(self, experiences: list, experience_maker=None) -> dict[str, float]:
         """R into every experience, from its objectives (reward function and model channels).
 
         Args:
-            experiences: the rollout batch's micro-batches, after OpenRLHF's model forwards.
-            policy_outputs: per experience, what ``policy_probe.per_sample`` read in the policy forward
-                (None when ``policy_probe`` is None).
+            experiences: the rollout batch's micro-batches, after OpenRLHF's model forwards; with a
+                ``policy_probe``, each one's ``info`` holds what ``policy_probe.per_sample`` read in the policy
+                forward (taken out here).
             experience_maker: OpenRLHF's ``RemoteExperienceMaker``, whose model groups compute the
                 ``policy_forward`` and ``reward_model`` channels.
         """
         t0 = time.perf_counter()
         spec = self.spec
+        policy_outputs = policy_outputs_of(experiences, self.policy_probe)
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
         logs: dict[str, float] = {}
         if spec.model_channels:
@@ -203,7 +225,7 @@ class AggregatorHook:
             if experience_maker is None:
                 raise RuntimeError(
                     f"OpenRLHF passed no experience maker, so the model channels {spec.model_channels} cannot run: "
-                    "apply patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher"
+                    "apply patches/openrlhf-0.11.2-reward-aggregator.patch, or use the plugin's launcher"
                 )
             values, channel_logs = compute_model_channels(
                 spec, experiences, policy_outputs, experience_maker, group_ids
@@ -234,7 +256,7 @@ class AggregatorHook:
             if policy_outputs is None:
                 raise RuntimeError(
                     f"OpenRLHF passed no hidden states to the {spec.aggregator!r} aggregator, which needs them: "
-                    "apply patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher"
+                    "apply patches/openrlhf-0.11.2-policy-probe.patch, or use the plugin's launcher"
                 )
             hidden = torch.cat([o[HIDDEN] for o in policy_outputs])
         # The aggregator sees the batch in sample order, whatever micro-batches OpenRLHF made (dynamic batching
@@ -256,6 +278,7 @@ class AggregatorHook:
             )
         logs.update(out.metrics)
         logs["reward/seconds_aggregate"] = time.perf_counter() - t0
+        log_into_info(experiences, logs)
         return logs
 
     def after_advantages(self, experiences: list) -> dict[str, float]:
@@ -267,6 +290,7 @@ class AggregatorHook:
         advantages = group_advantages(rewards, group_ids, self.args.algo.advantage.estimator)
         logs = dict(self.aggregator.feedback(advantages[torch.argsort(sample_index_of(experiences))]))
         logs["reward/seconds_feedback"] = time.perf_counter() - t0
+        log_into_info(experiences, logs)
         return logs
 
     def _invalid_rows(self, experiences: list, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

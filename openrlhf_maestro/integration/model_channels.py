@@ -8,8 +8,10 @@ the launcher's subclass) hands it. Per channel source (``openrlhf_maestro.channe
 - ``policy_forward``: one batched teacher-forced forward per micro-batch through OpenRLHF's own
   ``PolicyModelActor.forward`` (``RemoteExperienceMaker._dispatch_forward``, experience_maker.py 100-106),
   on rows the channel builds; the mean NLL of the scored tokens goes to ``channel.from_nll``;
-- ``reward_model``: OpenRLHF's ``RewardModelActor.forward`` on the experience maker's
-  ``reward_model_group``, with the arguments OpenRLHF's own reward-model dispatch uses (141-150).
+- ``reward_model``: the score OpenRLHF put in ``info["reward_model"]`` when it ran its reward model beside the
+  reward function (``patches/openrlhf-0.11.2-reward-model-beside-reward-function.patch``); else OpenRLHF's
+  ``RewardModelActor.forward`` on the experience maker's ``reward_model_group``, with the arguments OpenRLHF's
+  own reward-model dispatch uses (141-150).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 
 from openrlhf_maestro.channels import ModelChannel, reference_batch
 from openrlhf_maestro.spec import AggregatorSpec
+
+REWARD_MODEL_KEY = "reward_model"  # info key of the reward model's score beside a reward function (the patch)
 
 
 class ChannelInputError(ValueError):
@@ -42,7 +46,7 @@ def compute_model_channels(
             if policy_outputs is None:
                 raise RuntimeError(
                     f"OpenRLHF passed no policy outputs for the {name!r} channel: apply "
-                    "patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher"
+                    "patches/openrlhf-0.11.2-policy-probe.patch, or use the plugin's launcher"
                 )
             values[name] = torch.cat([o[name] for o in policy_outputs])
         elif channel.source == "policy_forward":
@@ -113,11 +117,14 @@ def teacher_forced_nll(channel: ModelChannel, experiences: list, experience_make
 
 def reward_model_scores(name: str, experiences: list, experience_maker) -> torch.Tensor:
     """(N,) scalar scores of OpenRLHF's reward model group, as its own reward-model dispatch computes them."""
+    if all(REWARD_MODEL_KEY in e.info for e in experiences):  # OpenRLHF already ran it on these responses
+        return torch.cat([e.info[REWARD_MODEL_KEY].reshape(-1).float() for e in experiences])
     group = getattr(experience_maker, "reward_model_group", None)
     if group is None:
         raise ChannelInputError(
             f"the {name!r} channel reads a reward model, but OpenRLHF started none: pass "
-            "--reward.model_name_or_path (beside --reward.remote_url) with the reward aggregator on"
+            "--reward.model_name_or_path (beside --reward.remote_url) with the reward aggregator on; a patched "
+            "OpenRLHF also needs patches/openrlhf-0.11.2-reward-model-beside-reward-function.patch"
         )
     refs = experience_maker._dispatch_forward(
         group,

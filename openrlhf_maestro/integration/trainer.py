@@ -3,7 +3,6 @@
 Extends OpenRLHF's trainer with ``super()`` calls only, where the upstream patch changes ``BasePPOTrainer``:
 - ``__init__``: the hook from the flags' spec, and ``AggregatingExperienceMaker`` and
   ``ObjectiveCheckingSamplesGenerator`` (objective values checked before OpenRLHF tensorizes them) swapped in;
-- ``train_step``: adds the hook's and the channels' logs to the step's ``status`` (``train/<key>``);
 - ``save_logs_and_checkpoints``: puts ``hook.state_dict()`` into the checkpoint's ``client_states``;
 - ``init_checkpoint_states``: restores it on ``--ckpt.load_enable`` (and writes what it restored to
   ``<ckpt.path>/reward_aggregator_restored.pt``);
@@ -151,11 +150,6 @@ class AggregatingTrainerMixin:
         )
         if hasattr(self, "samples_generator"):  # synchronous: the trainer also generates
             self.samples_generator = checking_samples_generator(self.samples_generator, strategy, self.hook.spec)
-
-    def train_step(self, rollout_samples, global_step: int):
-        status, global_step = super().train_step(rollout_samples, global_step)
-        status.update(self.experience_maker.metrics)
-        return status, global_step
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
         if client_states is not None:  # the same dict also reaches save_best_checkpoint (ppo_trainer.py 553-566)

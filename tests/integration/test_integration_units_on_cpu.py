@@ -31,8 +31,9 @@ from openrlhf_maestro.integration.hook import (
     group_ids_of,
     load_standalone,
     objective_matrix,
+    policy_outputs_of,
 )
-from openrlhf_maestro.integration.model_channels import ChannelInputError
+from openrlhf_maestro.integration.model_channels import ChannelInputError, reward_model_scores
 from openrlhf_maestro.method import GROUP_ESTIMATORS, GDPOAggregator, group_advantages
 from openrlhf_maestro.probe import PolicyProbe, terminal_positions
 
@@ -376,16 +377,16 @@ def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
     assert hook.policy_probe is None  # a reward-model channel reads nothing from the policy forward
     experiences = [_experience([0.0, 0.0], [0, 1], {"obj/format": torch.ones(2)})]
     with pytest.raises(RuntimeError, match=r"no experience maker, so the model channels \['preference'\]"):
-        hook.before_advantages(experiences, None, None)
+        hook.before_advantages(experiences, None)
     # OpenRLHF's real experience maker, as an unpatched OpenRLHF builds it beside a reward function: no RM group.
     maker = RemoteExperienceMaker(
         None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=hook.args), None
     )
     with pytest.raises(ChannelInputError, match="--reward.model_name_or_path"):
-        hook.before_advantages(experiences, None, maker)
+        hook.before_advantages(experiences, maker)
     experiences[0].info["obj/preference"] = torch.ones(2)
     with pytest.raises(InvalidSampleError, match=r"reports \['preference'\], which are model channels"):
-        hook.before_advantages(experiences, None, maker)
+        hook.before_advantages(experiences, maker)
 
 
 def test_the_probe_asks_only_for_what_the_spec_reads():
@@ -424,3 +425,38 @@ def test_weights_log_records_the_drawn_and_the_expected_weights(tmp_path) -> Non
     with pytest.raises(ValueError, match="2 prompts, 2 weight rows, 1 expected rows"):
         append_weights_log(str(log), 5, ["a", "b"], ["p3", "p4"], drawn, torch.tensor([[0.5, 0.5]]))
     assert len(log.read_text().splitlines()) == 3  # nothing of the refused step written
+
+
+def test_the_probes_values_are_taken_out_of_info_and_a_missing_one_names_the_patch():
+    """The policy-probe patch (and the launcher) put what the probe read into each experience's info; the hook
+    takes it out there (OpenRLHF would log h as a metric) and names the patch when it is missing."""
+    hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "format,entropy")
+    experiences = [
+        _experience([0.0, 0.0], [0, 1], {"obj/format": torch.ones(2), "entropy": torch.tensor([0.5, 1.5])}),
+        _experience([0.0, 0.0], [2, 3], {"obj/format": torch.ones(2)}),
+    ]
+    with pytest.raises(RuntimeError, match=r"no policy-probe values \['entropy'\].*openrlhf-0.11.2-policy-probe"):
+        policy_outputs_of(experiences, hook.policy_probe)
+    experiences[1].info["entropy"] = torch.tensor([2.5, 3.5])
+    outputs = policy_outputs_of(experiences, hook.policy_probe)
+    assert [o["entropy"].tolist() for o in outputs] == [[0.5, 1.5], [2.5, 3.5]]
+    assert not any("entropy" in e.info for e in experiences)
+    assert policy_outputs_of(experiences, None) is None
+
+
+def test_the_hooks_logs_ride_in_info_as_constants_per_sample():
+    hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "a,b", "--reward.weights", "2,1")
+    experiences = [_experience([0.0] * 3, [0, 1, 2], {"obj/a": torch.ones(3), "obj/b": torch.zeros(3)})]
+    logs = hook.before_advantages(experiences)
+    assert logs["reward/a"] == 1.0 and logs["reward/b"] == 0.0
+    for name, value in logs.items():  # OpenRLHF logs the sample mean of each info tensor as train/<name>
+        assert experiences[0].info[name].tolist() == [pytest.approx(value)] * 3, name
+
+
+def test_a_reward_model_score_openrlhf_already_computed_is_read_not_recomputed():
+    experiences = [
+        _experience([0.0, 0.0], [0, 1], {"reward_model": torch.tensor([0.25, -1.0])}),
+        _experience([0.0], [2], {"reward_model": torch.tensor([3.0])}),
+    ]
+    # No experience maker: reading the score OpenRLHF put in info must not dispatch anything.
+    assert reward_model_scores("preference", experiences, None).tolist() == [0.25, -1.0, 3.0]

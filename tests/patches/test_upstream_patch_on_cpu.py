@@ -1,14 +1,19 @@
 """The upstream patches in patches/ applied to OpenRLHF 0.11.2's own source (the PyPI wheel), tested on CPU.
 
-- the patches apply cleanly with ``git apply``, in either order, and stay small;
-- OpenRLHF's own test suite (the wheel's ``tests/``) passes on the patched tree exactly as on the unpatched one,
-  plus the tests the patch adds;
-- the entry points setup.py registers resolve through the patched loader and drive the plugin's aggregators on
-  real OpenRLHF ``Experience`` objects; bad ``--reward.aggregator_args`` fail naming the fix;
-- e2e: two GRPO steps through the patched *plain* CLI ``python -m openrlhf.cli.train_ppo_ray --reward.aggregator
-  maestro`` on a Ray cluster with logical GPUs, with the CPU runtime's process-wide patches.
+Three patches, one problem each, applied in order (the probe needs the aggregator hook; the reward model beside a
+reward function needs neither), plus the CPU-portability patch:
 
-The wheel is downloaded once per session with pip (or taken from ``$OPENRLHF_WHEEL``).
+- each applies with ``git apply`` on what it needs, the reward-model patch also on a clean tree, and the code
+  they change stays small;
+- after each one, the checks OpenRLHF runs pass on the tree: ``python -m compileall -q openrlhf examples tests``,
+  its own test suite (the wheel's ``tests/``, every old test as on the unpatched tree, plus the tests the patches
+  add), and ``bash -n`` on its shell scripts;
+- the plugin's file for ``--reward.aggregator``, loaded the way the patched OpenRLHF loads it, drives the plugin's
+  aggregators on real OpenRLHF ``Experience`` objects; bad ``--reward.aggregator_args`` fail naming the fix;
+- e2e: two GRPO steps through the patched *plain* CLI ``python -m openrlhf.cli.train_ppo_ray --reward.aggregator
+  <the plugin's file>`` on a Ray cluster with logical GPUs, with the CPU runtime's process-wide patches.
+
+The wheel is downloaded once per session with pip (or taken from ``$OPENRLHF_WHEEL``); without it the tests fail.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -40,9 +46,13 @@ OPENRLHF_VERSION = "0.11.2"
 WHEEL_ENV = "OPENRLHF_WHEEL"
 PATCHES = REPO / "patches"
 AGGREGATOR_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-reward-aggregator.patch"
-AGGREGATOR_TESTS_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-reward-aggregator-tests.patch"
+PROBE_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-policy-probe.patch"
+REWARD_MODEL_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-reward-model-beside-reward-function.patch"
+SERIES = (AGGREGATOR_PATCH, PROBE_PATCH, REWARD_MODEL_PATCH)  # in order; each applies on the ones before it
 CPU_PATCH = PATCHES / f"openrlhf-{OPENRLHF_VERSION}-cpu-portability.patch"
-NEW_TESTS = "tests/test_reward_aggregator.py"
+# What the three changed in OpenRLHF's code (tests aside) before the split: one 194-line diff.
+CODE_LINES_BEFORE_SPLIT = 194
+PLUGIN_FILE = REPO / "openrlhf_maestro/integration/reward_aggregator.py"  # what --reward.aggregator names
 OBJECTIVES = ["format", "length", "match"]
 CHANNELS = ["entropy", "perplexity", "preference"]  # policy_logits, policy_forward, reward_model
 
@@ -61,8 +71,8 @@ def openrlhf_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
             text=True,
             timeout=300,
         )
-        if proc.returncode != 0:
-            pytest.skip(f"could not download openrlhf=={OPENRLHF_VERSION} (set {WHEEL_ENV}): {proc.stderr[-600:]}")
+        if proc.returncode != 0:  # a failure, not a skip: without the wheel nothing here is checked
+            pytest.fail(f"could not download openrlhf=={OPENRLHF_VERSION} (set {WHEEL_ENV}): {proc.stderr[-600:]}")
         wheel = next(root.glob(f"openrlhf-{OPENRLHF_VERSION}-*.whl"))
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(root / "unpacked")
@@ -83,14 +93,19 @@ def copy_tree(source: Path, dest: Path) -> Path:
     return dest
 
 
+def applied(source: Path, dest: Path, *patches: Path) -> Path:
+    """A copy of ``source`` with ``patches`` applied in order (each must apply)."""
+    tree = copy_tree(source, dest)
+    for patch in patches:
+        proc = git_apply(tree, patch)
+        assert proc.returncode == 0, f"{patch.name} does not apply after {[p.name for p in patches]}: {proc.stderr}"
+    return tree
+
+
 @pytest.fixture(scope="session")
 def patched_tree(openrlhf_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OpenRLHF 0.11.2 with the aggregator patch, its tests and the CPU-portability patch applied, in that order."""
-    tree = copy_tree(openrlhf_source, tmp_path_factory.mktemp("patched") / "src")
-    for patch in (AGGREGATOR_PATCH, AGGREGATOR_TESTS_PATCH, CPU_PATCH):
-        proc = git_apply(tree, patch)
-        assert proc.returncode == 0, f"{patch.name} does not apply: {proc.stderr}"
-    return tree
+    """OpenRLHF 0.11.2 with the three patches and the CPU-portability patch applied, in that order."""
+    return applied(openrlhf_source, tmp_path_factory.mktemp("patched") / "src", *SERIES, CPU_PATCH)
 
 
 def numstat(patch: Path, cwd: Path) -> dict[str, tuple[int, int]]:
@@ -107,31 +122,49 @@ def numstat(patch: Path, cwd: Path) -> dict[str, tuple[int, int]]:
     return {path: (int(added), int(deleted)) for added, deleted, path in rows}
 
 
-def test_patches_apply_in_either_order_and_stay_small(openrlhf_source: Path, patched_tree: Path, tmp_path: Path):
-    aggregator = numstat(AGGREGATOR_PATCH, openrlhf_source)
-    assert sum(a + d for a, d in aggregator.values()) < 200, aggregator
-    assert "openrlhf/trainer/reward_aggregator.py" in aggregator
-    assert set(numstat(AGGREGATOR_TESTS_PATCH, openrlhf_source)) == {NEW_TESTS}
+def code_lines(stat: dict[str, tuple[int, int]]) -> int:
+    """Changed lines (added + deleted) outside ``tests/``."""
+    return sum(a + d for path, (a, d) in stat.items() if not path.startswith("tests/"))
+
+
+def new_test_files(stat: dict[str, tuple[int, int]]) -> list[str]:
+    return [path for path in stat if path.startswith("tests/test_")]
+
+
+def test_each_patch_applies_on_what_it_needs_and_stays_small(
+    openrlhf_source: Path, patched_tree: Path, tmp_path: Path
+):
+    stats = {patch.name: numstat(patch, openrlhf_source) for patch in SERIES}
+    code = {name: code_lines(stat) for name, stat in stats.items()}
+    print(f"changed lines outside tests/: {code}, {sum(code.values())} in all")
+    # About half of the one diff they replace, and each brings its own test file.
+    assert sum(code.values()) <= CODE_LINES_BEFORE_SPLIT // 2, code
+    assert all(len(new_test_files(stat)) == 1 for stat in stats.values()), stats
     cpu = numstat(CPU_PATCH, openrlhf_source)
-    assert set(cpu).isdisjoint(aggregator), "the two patches must touch different files (independent hunks)"
-    assert sum(a + d for a, d in cpu.values()) < 50, cpu
+    touched = {path for stat in stats.values() for path in stat}
+    assert set(cpu).isdisjoint(touched), "the CPU patch must touch other files than the three (independent hunks)"
+    assert code_lines(cpu) < 50, cpu
 
-    # CPU patch first, then the aggregator patch: the same tree.
-    other = copy_tree(openrlhf_source, tmp_path / "cpu-first")
-    for patch in (CPU_PATCH, AGGREGATOR_PATCH, AGGREGATOR_TESTS_PATCH):
-        proc = git_apply(other, patch)
-        assert proc.returncode == 0, f"{patch.name} does not apply after the others: {proc.stderr}"
-    for path in [*aggregator, *cpu, NEW_TESTS]:
-        assert (other / path).read_bytes() == (patched_tree / path).read_bytes(), path
+    # The reward model beside a reward function needs neither of the others: it applies on a clean tree, and
+    # applied first or last gives the same tree.
+    first = applied(openrlhf_source, tmp_path / "rm-first", REWARD_MODEL_PATCH, CPU_PATCH, *SERIES[:2])
+    for path in touched | set(cpu):
+        assert (first / path).read_bytes() == (patched_tree / path).read_bytes(), path
     # Applying twice is refused (no silent double patch).
-    assert git_apply(patched_tree, AGGREGATOR_PATCH, check=True).returncode != 0
+    assert all(git_apply(patched_tree, patch, check=True).returncode != 0 for patch in SERIES)
 
 
-# ---- OpenRLHF's own test suite ----------------------------------------------------------------------------------
-def start_suite(tree: Path, xml: Path) -> subprocess.Popen:
-    """OpenRLHF's ``tests/`` against ``tree`` (first on PYTHONPATH), in a subprocess writing JUnit XML."""
+# ---- the checks OpenRLHF runs, on each patched tree -------------------------------------------------------------
+def start_checks(tree: Path, xml: Path) -> subprocess.Popen:
+    """OpenRLHF's own checks on ``tree`` (first on PYTHONPATH), in a subprocess: ``python -m compileall -q
+    openrlhf examples tests``, ``bash -n`` on every shell script, then its ``tests/`` writing JUnit XML."""
+    script = (
+        f"{shlex.quote(sys.executable)} -m compileall -q openrlhf examples tests || exit 10; "
+        "find . -name '*.sh' -print0 | xargs -0 -r -n1 bash -n || exit 11; "
+        f"exec {shlex.quote(sys.executable)} -m pytest tests -q -p no:cacheprovider --junitxml={shlex.quote(str(xml))}"
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
+        ["bash", "-c", script],
         cwd=tree,
         env=clean_env(PYTHONPATH=str(tree)),
         stdout=subprocess.PIPE,
@@ -151,88 +184,106 @@ def outcomes(xml: Path) -> dict[str, str]:
     return result
 
 
-def test_openrlhf_suite_passes_on_the_patched_tree_as_unpatched(
-    openrlhf_source: Path, patched_tree: Path, tmp_path: Path
-):
-    unpatched = copy_tree(openrlhf_source, tmp_path / "unpatched")
-    trees = {"unpatched": unpatched, "patched": patched_tree}
-    runs = {name: (start_suite(tree, tmp_path / f"{name}.xml"), time.time()) for name, tree in trees.items()}
-    logs, seconds = {}, {}
-    for name, (proc, t0) in runs.items():
-        logs[name] = proc.communicate(timeout=600)[0]
-        seconds[name] = time.time() - t0
-    before, after = outcomes(tmp_path / "unpatched.xml"), outcomes(tmp_path / "patched.xml")
-    for name, result in (("unpatched", before), ("patched", after)):
-        passed = list(result.values()).count("passed")
-        print(f"OpenRLHF {OPENRLHF_VERSION} suite, {name}: {passed} passed in {seconds[name]:.0f}s")
+def test_openrlhfs_checks_pass_after_each_patch(openrlhf_source: Path, tmp_path: Path):
+    stages = {
+        "unpatched": (),
+        "reward-aggregator": SERIES[:1],
+        "+policy-probe": SERIES[:2],
+        "+reward-model": SERIES,
+        "+cpu-portability": (*SERIES, CPU_PATCH),
+        "reward-model alone": (REWARD_MODEL_PATCH,),
+    }
+    results, logs = {}, {}
+    names = list(stages)
+    for i in range(0, len(names), 2):  # two at a time: the machine's cores are shared
+        runs = {}
+        for name in names[i : i + 2]:
+            slug = name.replace(" ", "-").replace("+", "")
+            tree = applied(openrlhf_source, tmp_path / slug, *stages[name])
+            runs[name] = (start_checks(tree, tmp_path / f"{slug}.xml"), tmp_path / f"{slug}.xml", time.time())
+        for name, (proc, xml, t0) in runs.items():
+            logs[name] = proc.communicate(timeout=900)[0]
+            assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{logs[name][-3000:]}"
+            results[name] = outcomes(xml)
+            print(f"{name}: compileall, bash -n and {len(results[name])} tests passed in {time.time() - t0:.0f}s")
+
+    before = results["unpatched"]
     assert before and set(before.values()) == {"passed"}, logs["unpatched"][-3000:]
-    new = {t: o for t, o in after.items() if t.startswith(NEW_TESTS[:-3].replace("/", "."))}
-    old = {t: o for t, o in after.items() if t not in new}
-    assert old == before, logs["patched"][-3000:]  # the same tests, all passed, nothing lost or added
-    added = AGGREGATOR_TESTS_PATCH.read_text().count("\n+def test_")
-    assert len(new) == added and set(new.values()) == {"passed"}, logs["patched"][-3000:]
+    for name, patches in stages.items():
+        files = {f for patch in patches for f in new_test_files(numstat(patch, openrlhf_source))}
+        modules = {f[:-3].replace("/", ".") for f in files}
+        new = {t: o for t, o in results[name].items() if t.split("::")[0] in modules}
+        old = {t: o for t, o in results[name].items() if t not in new}
+        assert old == before, (name, logs[name][-3000:])  # the same tests, all passed, nothing lost
+        assert {t.split("::")[0] for t in new} == modules and set(new.values()) <= {"passed"}, (name, new)
 
 
-# ---- the plugin's hooks behind the patched loader ------------------------------------------------------------------
+# ---- the plugin's file behind the patched OpenRLHF -----------------------------------------------------------------
 HOOK_SCRIPT = r"""
-import json, sys
+import importlib.util, json, sys
 from types import SimpleNamespace as NS
 import torch
 from openrlhf.trainer.ppo_utils.experience import Experience
-from openrlhf.trainer.reward_aggregator import load_reward_aggregator, resolve_reward_aggregator
 
-model, objectives = sys.argv[1], ["format", "length", "match"]
-out = {"resolved": {n: resolve_reward_aggregator(n).__name__ for n in ("maestro", "sum", "gdpo", "random")}}
+model, plugin_file, objectives = sys.argv[1], sys.argv[2], ["format", "length", "match"]
+# As BasePPOTrainer loads --reward.aggregator (the reward-aggregator patch).
+spec = importlib.util.spec_from_file_location("reward_aggregator", plugin_file)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+out = {"class": module.RewardAggregator.__name__}
 import importlib.util  # without flash-attn, building a hook imports models/ring_attn_utils.py: the CPU patch
 out["flash_attn_installed"] = importlib.util.find_spec("flash_attn") is not None
-try:
-    resolve_reward_aggregator("nope")
-except ValueError as err:
-    out["unknown"] = str(err)
 
-def args(name, aggregator_args, estimator="group_norm"):
-    return NS(reward=NS(aggregator=name, aggregator_args=json.dumps(aggregator_args), remote_url="r.py"),
+def args(aggregator_args, estimator="group_norm"):
+    text = aggregator_args if isinstance(aggregator_args, str) else json.dumps(aggregator_args)
+    return NS(reward=NS(aggregator=plugin_file, aggregator_args=text, remote_url="r.py"),
               rollout=NS(n_samples_per_prompt=4), algo=NS(advantage=NS(estimator=estimator)),
               actor=NS(model_name_or_path=model), ckpt=NS(disable_ds=False))
 
 out["errors"] = []
-for name, bad, estimator in [("maestro", {}, "group_norm"), ("maestro", {"objectives": objectives}, "gae"),
-                             ("maestro", {"objectives": objectives, "maestro": {"tau": -1}}, "group_norm")]:
+for bad, estimator in [({"aggregator": "maestro"}, "group_norm"), ({"objectives": objectives}, "group_norm"),
+                       ("[1]", "group_norm"), ("{not json", "group_norm"),
+                       ({"aggregator": "maestro", "objectives": objectives}, "gae"),
+                       ({"aggregator": "maestro", "objectives": objectives, "options": {"tau": -1}}, "group_norm")]:
     try:
-        load_reward_aggregator(args(name, bad, estimator))
+        module.RewardAggregator(args(bad, estimator))
         out["errors"].append(None)
     except ValueError as err:
         out["errors"].append(str(err))
 
-spec = {"objectives": objectives, "weights": [2, 1, 1], "maestro": {"lr": 0.01}, "context": "prompt"}
-hook = load_reward_aggregator(args("maestro", spec))
+spec = {"aggregator": "maestro", "objectives": objectives, "weights": [2, 1, 1], "options": {"lr": 0.01},
+        "context": "prompt"}
+hook = module.RewardAggregator(args(spec))
 out["needs_hidden"], out["position"] = hook.policy_probe.needs_hidden, hook.policy_probe.context
 gen = torch.Generator().manual_seed(0)
 experiences = [Experience(index=list(range(4 * i, 4 * i + 4)), rewards=torch.zeros(4),
                           info={f"obj/{n}": torch.rand(4, generator=gen) for n in objectives}) for i in range(2)]
-hidden = [{"hidden": torch.randn(4, hook.record["hidden_size"], generator=gen)} for _ in experiences]
-logs = hook.before_advantages(experiences, hidden)
+for e in experiences:  # where the policy-probe patch puts what the probe read in the policy forward
+    e.info["hidden"] = torch.randn(4, hook.record["hidden_size"], generator=gen)
+logs = hook.before_advantages(experiences, None)
 out["rewards_replaced"] = all(torch.equal(e.rewards, e.info["reward"]) and e.rewards.dtype == torch.float32
                               for e in experiences)
+out["hidden_left_in_info"] = any("hidden" in e.info for e in experiences)
 logs.update(hook.after_advantages(experiences))
 out["logs"] = sorted(logs)
 out["updates"] = logs["maestro/updates"]
-fresh = load_reward_aggregator(args("maestro", spec))
+out["logged_in_info"] = {k: [e.info[k].tolist() for e in experiences] for k in ("maestro/updates",)}
+fresh = module.RewardAggregator(args(spec))
 fresh.load_state_dict(hook.state_dict())
 state, restored = hook.state_dict()["state"], fresh.state_dict()["state"]
 out["restored"] = all(torch.equal(a, b) for a, b in zip(state["conductor"].values(), restored["conductor"].values()))
 try:
-    load_reward_aggregator(args("maestro", {**spec, "objectives": ["format", "length"], "weights": None}
-                                )).load_state_dict(hook.state_dict())
+    module.RewardAggregator(args({**spec, "objectives": ["format", "length"], "weights": None})
+                            ).load_state_dict(hook.state_dict())
 except ValueError as err:
     out["mismatch"] = str(err)
 print("RESULT " + json.dumps(out))
 """
 
 
-def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tiny_model_dir: Path):
+def test_the_plugins_file_runs_behind_the_patched_loader(patched_tree: Path, tiny_model_dir: Path):
     proc = subprocess.run(
-        [sys.executable, "-c", HOOK_SCRIPT, str(tiny_model_dir)],
+        [sys.executable, "-c", HOOK_SCRIPT, str(tiny_model_dir), str(PLUGIN_FILE)],
         cwd=REPO,
         env=clean_env(PYTHONPATH=str(patched_tree), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"),
         capture_output=True,
@@ -243,18 +294,21 @@ def test_registered_hooks_run_through_the_patched_loader(patched_tree: Path, tin
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     out = json.loads(lines[-1].removeprefix("RESULT "))
     print(f"flash_attn installed: {out['flash_attn_installed']} (if not, its import in the patched tree is optional)")
-    # One hook class for every name: it reads the name from args.reward.aggregator and asks the registry.
-    assert out["resolved"] == dict.fromkeys(("maestro", "sum", "gdpo", "random"), "AggregatorHook")
-    assert "'gdpo', 'maestro', 'random', 'sum'" in out["unknown"] and "module:Class" in out["unknown"]
-    missing, not_grouped, bad_tau = out["errors"]
-    assert '"objectives"' in missing and "extra_logs" in missing
+    assert out["class"] == "AggregatorHook"
+    no_objectives, no_name, not_object, not_json, not_grouped, bad_tau = out["errors"]
+    assert '"objectives"' in no_objectives and "extra_logs" in no_objectives
+    for message in (no_name, not_object):
+        assert 'needs "aggregator": one of [' in message and "'maestro'" in message
+    assert "not valid JSON" in not_json
     assert "group-relative" in not_grouped and "gae" in not_grouped
     assert "tau" in bad_tau
     assert out["needs_hidden"] is True and out["position"] == "prompt"
-    assert out["rewards_replaced"]
+    assert out["rewards_replaced"] and not out["hidden_left_in_info"]
     expected = {f"maestro/weight/{n}" for n in OBJECTIVES} | {f"reward/{n}" for n in OBJECTIVES}
     assert expected | {"maestro/updates", "maestro/entropy", "reward/seconds_aggregate"} <= set(out["logs"])
-    assert out["updates"] == 1.0 and out["restored"]
+    # The logs also ride in every experience's info, which OpenRLHF logs as train/<key>.
+    assert out["updates"] == 1.0 and out["logged_in_info"] == {"maestro/updates": [[1.0] * 4, [1.0] * 4]}
+    assert out["restored"]
     assert "cannot resume" in out["mismatch"] and "objectives" in out["mismatch"]
 
 
@@ -303,7 +357,7 @@ def stop_process_group(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.e2e
-def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
+def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
     patched_tree: Path, tiny_model_dir: Path, tmp_path: Path
 ):
     out = tmp_path / "run"
@@ -337,7 +391,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
     )
     # The three model channels, one per source, computed through the patched experience maker.
     objectives = [*OBJECTIVES, *CHANNELS]
-    aggregator_args = {"objectives": objectives, "maestro": {"lr": 0.01}, "context": "response"}
+    aggregator_args = {"aggregator": "maestro", "objectives": objectives, "options": {"lr": 0.01}}
     # fmt: off
     flags = [
         "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
@@ -352,7 +406,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
         "--algo.advantage.estimator", "group_norm", "--algo.kl.init_coef", "0",
         "--reward.remote_url", str(REPO / "examples/rewards/demo_reward.py"),
         "--reward.model_name_or_path", str(rm_dir), "--reward.num_nodes", "1", "--reward.num_gpus_per_node", "1",
-        "--reward.aggregator", "maestro", "--reward.aggregator_args", json.dumps(aggregator_args),
+        "--reward.aggregator", str(PLUGIN_FILE), "--reward.aggregator_args", json.dumps(aggregator_args),
         "--logger.tensorboard_dir", str(out / "tensorboard"), "--ckpt.output_dir", str(out / "model"),
         "--ckpt.path", str(out / "ckpt"), "--ckpt.save_steps", "2",
     ]
@@ -394,8 +448,11 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
         assert 0 < scalars["train/reward/entropy"][step] < math.log(vocab_size)
         assert scalars["train/reward/perplexity"][step] == pytest.approx(0.5, abs=1e-6)
         assert scalars["train/perplexity/seconds"][step] > 0
-    # The preference scores differ from step to step (a real model read the new responses).
+    # The preference scores differ from step to step (a real model read the new responses), and they are the
+    # scores the patched experience maker logged as train/reward_model: the channel read them, no second pass.
     assert len(set(scalars["train/reward/preference"].values())) == 2
+    for step in (1, 2):
+        assert scalars["train/reward/preference"][step] == pytest.approx(scalars["train/reward_model"][step])
     # The hook's state rode in the DeepSpeed checkpoint's client_states.
     states = torch.load(out / "ckpt/_actor/global_step2/mp_rank_00_model_states.pt", weights_only=False)
     saved = states["reward_aggregator"]
@@ -404,10 +461,9 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_hook(
 
 
 def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tree: Path, tiny_model_dir: Path):
-    """On a patched OpenRLHF, --reward.aggregator is OpenRLHF's own flag: the launcher must not add it again.
-    The check runs OpenRLHF's post-parse code too, where the patched CLI builds the hook (reading the model's
-    width for maestro), so the model must exist."""
-    aggregator_args = json.dumps({"objectives": ["format", "length"]})
+    """On a patched OpenRLHF, --reward.aggregator is OpenRLHF's own flag (a file): the launcher must not add
+    its own flag of that name again."""
+    aggregator_args = json.dumps({"aggregator": "maestro", "objectives": ["format", "length"]})
     proc = subprocess.run(
         [
             sys.executable,
@@ -419,7 +475,7 @@ def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tre
             "--reward.remote_url",
             "r.py",
             "--reward.aggregator",
-            "maestro",
+            str(PLUGIN_FILE),
             "--reward.aggregator_args",
             aggregator_args,
             "--rollout.n_samples_per_prompt",
@@ -434,4 +490,4 @@ def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tre
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "flags OK: --reward.aggregator maestro, --reward.aggregator_args" in proc.stdout
+    assert f"flags OK: --reward.aggregator {PLUGIN_FILE}, --reward.aggregator_args" in proc.stdout
