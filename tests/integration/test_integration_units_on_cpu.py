@@ -33,6 +33,7 @@ from openrlhf_maestro.integration.hook import (
     objective_matrix,
 )
 from openrlhf_maestro.integration.model_channels import ChannelInputError
+from openrlhf_maestro.integration.probing import local_context_rows, pad_packed, probing
 from openrlhf_maestro.method import GROUP_ESTIMATORS, GDPOAggregator, group_advantages
 from openrlhf_maestro.probe import PolicyProbe, context_rows, gather_rows, terminal_positions
 
@@ -168,16 +169,16 @@ def test_the_launchers_probe_reads_h_and_channels_from_openrlhfs_own_forward(tin
     (the final-normed last layer) and the logits divided by the rollout temperature, from the one forward."""
     temperature = 0.7
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
-    policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)  # no Ray: only the probing is tested
-    policy.actor, policy._probed_forwards = Actor(model, temperature=temperature), 0
-    policy.actor.packing_samples = False  # set only when Actor loads a model by name (actor.py 98-170)
+    actor = Actor(model, temperature=temperature)
+    actor.packing_samples = False  # set only when Actor loads a model by name (actor.py 98-170)
+    calls = []
     sequences = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 9, 10]])
     attention_mask = torch.ones_like(sequences)
     action_mask = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
     probe = PolicyProbe(context="response", channels={"entropy": {}})
-    with policy._probing(probe) as per_token:
-        log_probs = policy.actor(sequences, action_mask, attention_mask)
-    assert policy._probed_forwards == 1  # read from the forward that ran, not a second one
+    with probing(actor, probe, calls=calls) as per_token:  # no context rows: the whole h, as the patch reads it
+        log_probs = actor(sequences, action_mask, attention_mask)
+    assert len(calls) == 1  # read from the forward that ran, not a second one
     out = model(sequences, output_hidden_states=True)
     last = out.hidden_states[-1]  # HF's last entry is after the final norm, as lm_head sees it
     torch.testing.assert_close(per_token["hidden"], last)
@@ -186,8 +187,8 @@ def test_the_launchers_probe_reads_h_and_channels_from_openrlhfs_own_forward(tin
     assert torch.equal(read["hidden"], torch.stack([last[0, 4], last[1, 5]]))
     expected = token_entropy(out.logits, temperature)[:, :-1]  # position p predicts token p + 1: actions 0..4
     torch.testing.assert_close(read["entropy"], (expected * action_mask).sum(1) / action_mask.sum(1))
-    torch.testing.assert_close(log_probs, policy.actor(sequences, action_mask, attention_mask))
-    assert policy._probed_forwards == 1 and not model.lm_head._forward_hooks  # hooks only inside the block
+    torch.testing.assert_close(log_probs, actor(sequences, action_mask, attention_mask))
+    assert len(calls) == 1 and not model.lm_head._forward_hooks  # hooks only inside the block
 
 
 def test_a_packed_forward_equals_the_padded_one_in_log_probs_h_and_channels(tiny_model_dir):
@@ -210,15 +211,13 @@ def test_a_packed_forward_equals_the_padded_one_in_log_probs_h_and_channels(tiny
     probe = PolicyProbe(context="response", channels={"entropy": {}})
     read = {}
     for packing in (False, True):
-        policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)  # no Ray: the forward only
-        policy.actor, policy._probed_forwards = Actor(model, temperature=0.9), 0
-        policy.actor.packing_samples = packing
-        policy.strategy = SimpleNamespace(ring_attn_group=None)
-        with policy._probing(probe) as per_token:
-            log_probs = policy.actor(sequences, action_mask, attention_mask)
+        actor = Actor(model, temperature=0.9)
+        actor.packing_samples = packing
+        with probing(actor, probe) as per_token:
+            log_probs = actor(sequences, action_mask, attention_mask)
         if packing:
             assert per_token["hidden"].shape[:2] == (1, int(attention_mask.sum()))  # lm_head saw the packed row
-            per_token = policy._pad_packed(per_token, sequences, attention_mask)
+            per_token = pad_packed(per_token, sequences, attention_mask)
         read[packing] = (log_probs, probe.per_sample(per_token, action_mask))
     (padded_lp, padded), (packed_lp, packed) = read[False], read[True]
     torch.testing.assert_close(packed_lp, padded_lp, rtol=1e-5, atol=1e-5)
@@ -303,20 +302,17 @@ def test_ring_ranks_each_read_the_contexts_in_their_slice_and_their_sum_is_the_w
     """Ring attention splits the packed row into equal slices, one per rank (ring_attn_utils 80-93); each
     rank's lm_head sees only its slice. A ring of 3 ranks needs 3 processes and ring_flash_attn, which cannot
     run here, so ``dist.get_rank``/``get_world_size`` are stood in for, per simulated rank."""
-    from openrlhf_maestro.integration import actor as actor_module
+    from openrlhf_maestro.integration import probing as probing_module
 
     attention_mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 0, 0]])  # nnz = 7: slices of 3, 3, 1 (+2 pad)
     action_mask = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 0]])
     packed_h = torch.arange(2.0 * 9).reshape(1, 9, 2)  # 7 packed states + 2 ring padding rows
     full = gather_rows(packed_h, context_rows(action_mask, attention_mask, "response", packed=True))
-    policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)
-    policy.actor = SimpleNamespace(packing_samples=True)
-    policy.strategy = SimpleNamespace(ring_attn_group="ring")
-    monkeypatch.setattr(actor_module.dist, "get_world_size", lambda group: 3)
+    monkeypatch.setattr(probing_module.dist, "get_world_size", lambda group: 3)
     total = torch.zeros_like(full)
     for rank in range(3):
-        monkeypatch.setattr(actor_module.dist, "get_rank", lambda group, rank=rank: rank)
-        rows = policy._local_context_rows("response", action_mask, attention_mask)
+        monkeypatch.setattr(probing_module.dist, "get_rank", lambda group, rank=rank: rank)
+        rows = local_context_rows("response", action_mask, attention_mask, packed=True, ring_attn_group="ring")
         total += gather_rows(packed_h[:, 3 * rank : 3 * rank + 3], rows)  # what this rank's lm_head saw
     assert torch.equal(total, full) and full.tolist() == [[6.0, 7.0], [12.0, 13.0]]
 
