@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from openrlhf_maestro.runtime.weight_sync_check import SavedWeights, compare_parameters
+from openrlhf_maestro.runtime.weight_sync_check import SavedWeights, compare_parameters, merge_ranks
 
 
 def _vllm_state(model_dir) -> dict[str, torch.Tensor]:
@@ -69,3 +69,14 @@ def test_saved_weights_fold_hf_names_and_read_the_tied_head(tiny_model_dir):
     head = hf.get("lm_head.weight", hf["model.embed_tokens.weight"])  # saved, or tied to the embedding
     assert torch.equal(saved.get("lm_head.weight"), head)
     assert saved.get("model.nothing.weight") is None
+
+
+def test_an_engine_is_equal_only_if_every_tensor_parallel_rank_is(tiny_model_dir):
+    state = _vllm_state(tiny_model_dir)
+    name = "model.norm.weight"
+    good = compare_parameters(state.items(), tiny_model_dir, tp_size=2)
+    bad = compare_parameters({**state, name: state[name] + 1}.items(), tiny_model_dir, tp_size=2)
+    merged = merge_ranks([good, bad])
+    assert not merged["equal"] and merged["ranks"] == 2 and merged["tensors"] == 2 * len(state)
+    assert merged["mismatched"] == [f"rank 1: {name}: max |diff| 1"] and merged["max_abs_diff"] == 1.0
+    assert merge_ranks([good, good])["equal"]

@@ -177,13 +177,8 @@ def _worker_compare(worker, model_dir: str) -> dict:
         return compare_parameters(worker.model_runner.model.named_parameters(), model_dir, tp_size)
 
 
-def engine_parameter_check(engine, model_dir: str | Path) -> dict:
-    """``compare_parameters`` in every TP rank of one ``RolloutRayActor``, merged: equal only if every rank is."""
-    import ray
-
-    ranks = ray.get(
-        engine.__ray_call__.remote(_engine_rpc, functools.partial(_worker_compare, model_dir=str(model_dir)))
-    )
+def merge_ranks(ranks: list[dict]) -> dict:
+    """``compare_parameters`` of every TP rank of one engine, merged: equal only if every rank is."""
     return {
         "equal": all(r["equal"] for r in ranks),
         "tensors": sum(r["tensors"] for r in ranks),
@@ -260,19 +255,34 @@ def engine_token_logprobs(engine, token_ids: list[int]) -> torch.Tensor:
     return torch.tensor([pos[tok].logprob for pos, tok in zip(out.prompt_logprobs[1:], token_ids[1:], strict=True)])
 
 
-def compare_generation(engine, model_dir: str | Path, initial_dir: str | Path | None) -> GenerationCheck:
-    token_ids = probe_token_ids(model_dir)
-    got = engine_token_logprobs(engine, token_ids)
-    reference = hf_token_logprobs(model_dir, token_ids)
-    floor = (hf_token_logprobs(model_dir, token_ids, torch.bfloat16) - reference).abs().mean().item()
-    tolerance = max(FLOOR_FACTOR * floor, MIN_TOLERANCE)
-    diff = (got - reference).abs()
+@dataclass
+class Reference:
+    """The Hugging Face side of the generation check, computed once for all engines (it loads 8B models)."""
+
+    token_ids: list[int]
+    logprobs: torch.Tensor  # the saved actor in float32
+    bf16_floor: float  # mean |HF bf16 - HF float32| of the saved actor
+    initial: torch.Tensor | None  # the initial model in float32, if given
+
+    @classmethod
+    def of(cls, model_dir: str | Path, initial_dir: str | Path | None) -> Reference:
+        token_ids = probe_token_ids(model_dir)
+        logprobs = hf_token_logprobs(model_dir, token_ids)
+        floor = (hf_token_logprobs(model_dir, token_ids, torch.bfloat16) - logprobs).abs().mean().item()
+        initial = None if initial_dir is None else hf_token_logprobs(initial_dir, token_ids)
+        return cls(token_ids, logprobs, floor, initial)
+
+
+def compare_generation(engine, reference: Reference) -> GenerationCheck:
+    got = engine_token_logprobs(engine, reference.token_ids)
+    tolerance = max(FLOOR_FACTOR * reference.bf16_floor, MIN_TOLERANCE)
+    diff = (got - reference.logprobs).abs()
     initial = None
-    if initial_dir is not None:
-        initial = (got - hf_token_logprobs(initial_dir, token_ids)).abs().mean().item()
+    if reference.initial is not None:
+        initial = (got - reference.initial).abs().mean().item()
     return GenerationCheck(
-        tokens=len(token_ids) - 1,
-        bf16_floor=floor,
+        tokens=len(reference.token_ids) - 1,
+        bf16_floor=reference.bf16_floor,
         tolerance=tolerance,
         mean_abs_diff=diff.mean().item(),
         max_abs_diff=diff.max().item(),
@@ -285,12 +295,21 @@ def compare_generation(engine, model_dir: str | Path, initial_dir: str | Path | 
 def verify(
     engines: list, model_dir: str | Path, report_path: str | Path, initial_dir: str | Path | None = None
 ) -> bool:
-    """Check every engine against the saved actor, write a JSON report, return whether all pass both checks."""
+    """Check every engine against the saved actor, write a JSON report, return whether all pass both checks.
+    The parameter checks of all engines run at once (each in its own workers); the Hugging Face reference is
+    computed once."""
+    import ray
+
+    parameter_checks = [
+        engine.__ray_call__.remote(_engine_rpc, functools.partial(_worker_compare, model_dir=str(model_dir)))
+        for engine in engines
+    ]
+    reference = Reference.of(model_dir, initial_dir)  # on the driver's CPU while the workers compare
     reports = []
-    for engine in engines:
-        report = engine_parameter_check(engine, model_dir)
+    for engine, ranks in zip(engines, ray.get(parameter_checks), strict=True):
+        report = merge_ranks(ranks)
         report["parameters_equal"] = report.pop("equal")
-        report["generation"] = asdict(compare_generation(engine, model_dir, initial_dir))
+        report["generation"] = asdict(compare_generation(engine, reference))
         report["equal"] = report["parameters_equal"] and report["generation"]["equal"]
         report["engine_cpu"] = engine_cpu(engine)
         reports.append(report)
