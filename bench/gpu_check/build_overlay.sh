@@ -4,7 +4,7 @@
 # has peft, accelerate, numpy, psutil, ninja, msgpack, py-cpuinfo, einops, tqdm, but not DeepSpeed, OpenRLHF,
 # pydantic or hjson, and transformers 5.17 / tokenizers 0.23.2, not the 5.15 / 0.22.2 tested here).
 #
-#   bash bench/gpu_check/build_overlay.sh [OUT]      # default OUT: .whl in the repository root (git-ignored)
+#   bash bench/gpu_check/build_overlay.sh [OUT]      # default OUT: .whl in the repository root (.gitignore)
 #
 # Wheels for cp312 manylinux x86_64, --no-deps, one version each: transformers, tokenizers, safetensors,
 # openrlhf==0.11.2 (only its models/ are imported), pydantic and what it imports, hjson; DeepSpeed publishes only
@@ -17,11 +17,6 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-.whl}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
-if [[ "$OUT" == ".whl" ]]; then  # keep it out of git (it travels to the device as a carried path)
-  exclude=$(git rev-parse --git-path info/exclude)
-  mkdir -p "$(dirname "$exclude")"
-  grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >>"$exclude"
-fi
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 -d "$OUT" \
