@@ -5,7 +5,8 @@ report it). Each is a small class that declares where its value comes from and w
 
     source          what the integration runs for it
     policy_logits   nothing extra: ``per_token`` maps the (temperature-scaled) logits of the experience maker's
-                    policy forward, which runs anyway, to one value per position; the ``PolicyProbe``
+                    policy forward, which runs anyway, to one value per position (``per_token_in_chunks``
+                    runs it on the model's bf16 logits a chunk of positions at a time); the ``PolicyProbe``
                     (``openrlhf_maestro.probe``) averages it over each response's tokens
     policy_forward  one batched teacher-forced forward of the policy per step on rows the channel builds
                     (``rows``); ``from_nll`` turns the mean NLL of the scored tokens into the objective
@@ -57,6 +58,21 @@ class ModelChannel:
         layout, padded or packed: a position's value may depend on that position's logits only)."""
         raise NotImplementedError
 
+    def per_token_in_chunks(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """policy_logits: (.., T, V) logits in any float dtype (the model's bf16), NOT yet divided by the
+        temperature -> (.., T) float32, equal to ``per_token(logits.float() / temperature)``.
+
+        Computed ``chunk_rows`` positions at a time, since a position's value depends on its own logits only:
+        the float32 copy never exceeds one chunk, so reading a channel adds no full-size copy of the logits.
+        Override it (as ``entropy`` does) when the channel has a leaner chunked form."""
+        flat = logits.detach().reshape(-1, logits.shape[-1])
+        out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
+        step = chunk_rows(flat.shape[0])
+        for start in range(0, flat.shape[0], step):
+            piece = _scaled_float32(flat[start : start + step], temperature)
+            out[start : start + step] = self.per_token(piece.unsqueeze(0)).reshape(-1).float()
+        return out.reshape(logits.shape[:-1])
+
     def rows(
         self, response: str, label: str, tokenize: Callable[[str], list[int]]
     ) -> tuple[list[int], list[int], list[int]]:
@@ -100,16 +116,41 @@ def available_channels() -> list[str]:
     return sorted(_CHANNELS)
 
 
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk: int = 256) -> torch.Tensor:
-    """(B, T, V) logits -> (B, T) float32 entropy of softmax(logits / temperature), ``chunk`` positions at a time
-    so the float32 copy of the logits never exceeds (B, chunk, V)."""
-    out = torch.empty(logits.shape[:2], dtype=torch.float32, device=logits.device)
-    for start in range(0, logits.shape[1], chunk):
-        piece = logits[:, start : start + chunk].float()
-        if temperature != 1.0:
-            piece = piece / temperature
-        out[:, start : start + chunk] = torch.logsumexp(piece, -1) - (torch.softmax(piece, -1) * piece).sum(-1)
+CHUNK_ROWS = 256  # positions per chunk at most: 256 x 151,936 float32 logits = 148 MiB
+CHUNK_PARTS = 16  # and at least this many chunks, so short batches stay small too
+
+
+def chunk_rows(rows: int) -> int:
+    """Positions per chunk when a channel reads ``rows`` positions of logits: min(CHUNK_ROWS, ceil(rows / 16)).
+
+    Why: a chunk makes about four float32 temporaries (the upcast, exp, the product, a reduction's scratch),
+    i.e. 4 x 4 bytes x rows / 16 = 1 byte per logit at most, while the probe runs inside ``lm_head``'s forward
+    where only the bf16 logits (2 bytes per logit) are alive; OpenRLHF's own peak comes later, when it upcasts
+    them to float32 (bf16 + float32 = 6 bytes per logit). So the channels never raise the forward's peak."""
+    return max(1, min(CHUNK_ROWS, -(-rows // CHUNK_PARTS)))
+
+
+def _scaled_float32(piece: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A float32 copy of ``piece`` divided by ``temperature``: upcast, then divide, as OpenRLHF's Actor.forward
+    does (actor.py 265-270), so the values equal those of its float32 logits; never a view of the caller's."""
+    out = piece.to(torch.float32, copy=True)
+    if temperature != 1.0:
+        out.div_(temperature)
     return out
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
+    """(.., T, V) logits in any float dtype -> (.., T) float32 entropy of softmax(float32(logits) / temperature),
+    H = logsumexp(x) - sum softmax(x) x, ``chunk`` positions at a time (default ``chunk_rows``), so the float32
+    copy never exceeds (chunk, V)."""
+    flat = logits.detach().reshape(-1, logits.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
+    step = chunk or chunk_rows(flat.shape[0])
+    for start in range(0, flat.shape[0], step):
+        piece = _scaled_float32(flat[start : start + step], temperature)
+        lse = torch.logsumexp(piece, -1)
+        out[start : start + step] = lse - (torch.softmax(piece, -1) * piece).sum(-1)
+    return out.reshape(logits.shape[:-1])
 
 
 def response_mean(per_position: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
@@ -187,6 +228,9 @@ class EntropyChannel(ModelChannel):
 
     def per_token(self, logits: torch.Tensor) -> torch.Tensor:
         return token_entropy(logits)
+
+    def per_token_in_chunks(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return token_entropy(logits, temperature)
 
 
 @register_channel("perplexity")

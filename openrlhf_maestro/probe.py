@@ -12,6 +12,12 @@ float32 logits already divided by the rollout temperature. ``per_token`` is layo
 packed (1, nnz)); the integration pads its outputs back to (B, T, ...) before ``per_sample``, which reads
 padded rows with OpenRLHF's action layout: action index i predicts the token at position T - A + i.
 
+Without full-size copies (what the launcher does, ``integration/actor.py``): ``per_token`` also takes the
+logits in the model's own dtype with ``temperature=`` (the channels upcast and divide one chunk of positions at
+a time, ``ModelChannel.per_token_in_chunks``), and ``context_rows=`` (from ``context_rows``: where each
+sample's context sits among the rows ``lm_head`` reads), with which it returns h already as (B, H), so
+nothing of size (B, T, H) is kept or padded; ``per_sample`` passes such an h through.
+
 The probe is plain data (a context and channel names with options), so Ray ships it to the policy actors
 with the forward's arguments; the channel classes resolve there, after the plugins are imported.
 Pure torch: no OpenRLHF import.
@@ -61,6 +67,38 @@ def select_context(hidden: torch.Tensor, action_mask: torch.Tensor, context: str
     return hidden[rows, positions].float().cpu()
 
 
+def context_rows(action_mask: torch.Tensor, attention_mask: torch.Tensor, context: str, packed: bool) -> torch.Tensor:
+    """(B, A) action mask, (B, T) attention mask -> (B,) index of each sample's context position among the rows
+    ``lm_head`` reads, flattened: b * T + position in the padded layout; in OpenRLHF's packed layout (the attended
+    tokens of the (B, T) grid in row-major order, ``unpad_and_slice_tensor``) the number of attended tokens
+    before it.
+
+    Raises:
+        ValueError: as ``terminal_positions``, or a context position is not attended (padding).
+    """
+    batch, seq_len = attention_mask.shape
+    positions = terminal_positions(action_mask, seq_len, context)
+    flat = torch.arange(batch, device=positions.device) * seq_len + positions
+    if not packed:
+        return flat
+    attended = attention_mask.to(positions.device).flatten().bool()
+    padding = (~attended[flat]).nonzero().flatten().tolist()
+    if padding:
+        raise ValueError(f"rows {padding}: the {context} context position is padding in the attention mask")
+    return attended.long().cumsum(0)[flat] - 1
+
+
+def gather_rows(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(.., T, H) states, (B,) flat row indices -> (B, H) in ``hidden``'s dtype; a row index outside
+    [0, rows of ``hidden``) gives zeros (that row is held elsewhere, e.g. by another ring-attention rank)."""
+    flat = hidden.detach().reshape(-1, hidden.shape[-1])
+    rows = rows.to(flat.device)
+    here = (rows >= 0) & (rows < flat.shape[0])
+    out = torch.zeros(rows.shape[0], flat.shape[1], dtype=flat.dtype, device=flat.device)
+    out[here] = flat[rows[here]]
+    return out
+
+
 @dataclass(frozen=True)
 class PolicyProbe:
     """The reads of one run (module docstring). Build it with ``PolicyProbe.of(spec)``.
@@ -100,25 +138,45 @@ class PolicyProbe:
             load_module(plugin)
         return {name: get_channel(name)(**options) for name, options in self.channels.items()}
 
-    def per_token(self, hidden: torch.Tensor | None, logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Per-position values of one forward: h (.., T, H) as given, each channel's (.., T) from the logits."""
+    def per_token(
+        self,
+        hidden: torch.Tensor | None,
+        logits: torch.Tensor | None,
+        *,
+        temperature: float = 1.0,
+        context_rows: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-position values of one forward: h (.., T, H) as given, each channel's (.., T) from the logits.
+
+        Args:
+            hidden: the output embedding's input, (.., T, H).
+            logits: (.., T, V), in any float dtype; each channel reads float32(logits) / ``temperature`` a chunk
+                of positions at a time (``ModelChannel.per_token_in_chunks``), so pass the model's own logits
+                and the rollout temperature rather than a full float32 copy (the default 1 suits logits that are
+                already divided).
+            context_rows: (B,) indices from ``context_rows`` (or -1: not in this ``hidden``); then h is returned
+                as (B, H) at those rows (``gather_rows``) instead of the whole (.., T, H).
+        """
         out: dict[str, torch.Tensor] = {}
         if self.needs_hidden:
             if hidden is None:
                 raise RuntimeError("the policy probe needs the output embedding's input, but none was captured")
-            out[HIDDEN] = hidden.detach()
+            out[HIDDEN] = hidden.detach() if context_rows is None else gather_rows(hidden, context_rows)
         if self.needs_logits:
             if logits is None:
                 raise RuntimeError("the policy probe's channels need the policy's logits, but none were given")
             for name, channel in self._channels().items():
-                out[name] = channel.per_token(logits.detach()).float()
+                out[name] = channel.per_token_in_chunks(logits.detach(), temperature)
         return out
 
     def per_sample(self, per_token: Mapping[str, torch.Tensor], action_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Padded (B, T, ...) per-position values -> one value (or h) per response, float32 on the CPU."""
+        """Padded (B, T, ...) per-position values -> one value (or h) per response, float32 on the CPU.
+        An h already read at ``context_rows`` ((B, H)) passes through."""
         out: dict[str, torch.Tensor] = {}
         for name, values in per_token.items():
-            if name == HIDDEN:
+            if name == HIDDEN and values.dim() == 2:
+                out[name] = values.float().cpu()
+            elif name == HIDDEN:
                 out[name] = select_context(values, action_mask, self.context)
             else:
                 out[name] = response_mean(values, action_mask).float().cpu()

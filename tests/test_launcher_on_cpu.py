@@ -85,7 +85,40 @@ def test_help_lists_launcher_and_openrlhf_flags():
     assert "--actor.model_name_or_path" in proc.stdout  # OpenRLHF's own parser answered too
 
 
-def test_verify_weight_sync_needs_the_cpu_runtime(monkeypatch, capsys):
+def test_verify_weight_sync_runs_on_the_gpu_path_and_cpu_isa_still_needs_the_cpu_runtime(monkeypatch, capsys):
+    """Without --runtime cpu the flag is accepted: the run starts, the engines are captured, and verify() runs
+    against --ckpt.output_dir with the initial model; a miss exits 3. OpenRLHF's run, its parser and the vLLM
+    engines are stood in for: they need GPUs (the check itself is weight_sync_check's, tested below and end to
+    end on the CPU runtime)."""
+    import argparse
+    import contextlib
+
+    from openrlhf_maestro.runtime import weight_sync_check
+
+    args = argparse.Namespace(
+        **{"ckpt.output_dir": "/out/model", "actor.model_name_or_path": "m", "vllm.enable_sleep": False}
+    )
+    calls = []
+
+    @contextlib.contextmanager
+    def parser_hook(add_arguments, on_parsed):
+        on_parsed(None, args)  # what OpenRLHF's parse_args hands the launcher once the run starts
+        yield
+
+    @contextlib.contextmanager
+    def capture(engines):
+        engines.append("engine")
+        yield
+
+    monkeypatch.setattr(launcher, "openrlhf_parser_hook", parser_hook)
+    monkeypatch.setattr(launcher, "_on_parsed", lambda parser, ns, parsed: parsed.update(args=ns))
+    monkeypatch.setattr(launcher, "capture_vllm_engines", capture)
+    monkeypatch.setattr(launcher, "run_openrlhf", lambda argv: calls.append(argv))
+    monkeypatch.setattr(weight_sync_check, "verify", lambda *a, **kw: calls.append((a, kw)) or False)
+    assert launcher.main(["--runtime.verify_weight_sync", *USER_FLAGS]) == 3
+    (engines, model_dir, report), kwargs = calls[1]
+    assert calls[0] == USER_FLAGS and engines == ["engine"] and kwargs == {"initial_dir": "m"}
+    assert str(model_dir) == "/out/model" and str(report) == "/out/model/weight_sync_check.json"
     monkeypatch.setattr(launcher, "run_openrlhf", lambda argv: pytest.fail("must not start"))
-    assert launcher.main(["--runtime.verify_weight_sync", *USER_FLAGS]) == 2
+    assert launcher.main(["--runtime.cpu_isa", "avx2", *USER_FLAGS]) == 2
     assert "only available with --runtime cpu" in capsys.readouterr().err

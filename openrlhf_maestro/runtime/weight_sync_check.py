@@ -1,34 +1,41 @@
 """Check that every vLLM engine holds, and generates with, the weights of the saved actor
-(``--runtime.verify_weight_sync``).
+(``--runtime.verify_weight_sync``), on the CPU runtime and on GPUs.
 
 After ``train_ppo_ray`` returns, OpenRLHF has saved the actor to ``--ckpt.output_dir`` and the last
 ``broadcast_to_vllm`` has run. Two checks per engine:
 
-- **parameters**: each engine's parameters, read through a vLLM ``collective_rpc`` on its worker, equal the
-  saved Hugging Face weights exactly, after folding the HF names into vLLM's fused ones (``q/k/v_proj`` ->
-  ``qkv_proj``, ``gate/up_proj`` -> ``gate_up_proj``), which covers Llama/Qwen2-style decoders;
+- **parameters**: inside each vLLM worker (every tensor-parallel rank, through ``collective_rpc``), each
+  parameter is compared, exactly, with the saved Hugging Face tensor of that name, read from the safetensors
+  one tensor at a time onto the parameter's device, after folding the HF names into vLLM's fused ones
+  (``q/k/v_proj`` -> ``qkv_proj``, ``gate/up_proj`` -> ``gate_up_proj``), which covers Llama/Qwen2-style
+  decoders. Only a summary travels back. What fits: one saved tensor (and, for a fused one, its parts) at a time
+  on the device, on the CPU when the device has no room left for it (vLLM reserves most of a GPU). A parameter
+  that a tensor-parallel rank holds only a shard of (its shape differs from the saved one) is counted under
+  ``sharded`` and not compared; the generation check covers it;
 - **generation**: vLLM's log-probabilities of a fixed token sequence (``prompt_logprobs``) equal the saved
-  actor's, from a Hugging Face forward, within ``GENERATION_TOLERANCE``. Equal parameters are not enough: a
-  GEMM that computes from a copy packed at load time (vLLM's oneDNN path on AVX-512) reports the synced
-  parameters and generates with the old ones. The same log-probabilities from the *initial* model are
-  reported too, so a run can show that the check would have caught a skipped sync.
+  actor's, from a Hugging Face forward on the driver's CPU, within ``GENERATION_TOLERANCE``. Equal parameters
+  are not enough: a GEMM that computes from a copy packed at load time (vLLM's oneDNN path on AVX-512) reports
+  the synced parameters and generates with the old ones. The same log-probabilities from the *initial* model
+  are reported too, so a run can show that the check would have caught a skipped sync.
+
+Cost (docs/gpu.md, "Weight-sync check"): the parameter part reads the saved safetensors once per TP rank and
+holds one tensor at a time beside the engine; the generation part loads the saved actor on the driver's CPU
+twice (float32, then bfloat16) and the initial model once (float32), one at a time: 4 bytes per parameter of
+RAM at the peak (32 GB for an 8B model), and one forward of about 46 tokens each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 _FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
-
-
-def _worker_parameters(worker) -> dict[str, torch.Tensor]:
-    """Runs inside the vLLM worker process."""
-    return {name: p.detach().to("cpu", copy=True) for name, p in worker.model_runner.model.named_parameters()}
 
 
 def _worker_cpu(worker) -> dict:
@@ -47,13 +54,6 @@ def _engine_rpc(rollout_actor, fn) -> list:
     return future.result(timeout=600)
 
 
-def engine_parameters(engine) -> dict[str, torch.Tensor]:
-    """Parameters of TP rank 0 of one ``RolloutRayActor`` handle, by vLLM name."""
-    import ray
-
-    return ray.get(engine.__ray_call__.remote(_engine_rpc, _worker_parameters))[0]
-
-
 def engine_cpu(engine) -> dict:
     """What TP rank 0 of one engine runs on: torch's kernel capability and the vLLM kernel library mapped."""
     import ray
@@ -61,61 +61,128 @@ def engine_cpu(engine) -> dict:
     return ray.get(engine.__ray_call__.remote(_engine_rpc, _worker_cpu))[0]
 
 
-def hf_as_vllm(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Fold a Hugging Face state dict into vLLM's fused parameter names (concatenating along dim 0)."""
-    out = dict(hf_state)
-    for fused, parts in _FUSED.items():
-        for name in list(out):
-            for suffix in (".weight", ".bias"):
-                head = f".{parts[0]}{suffix}"
-                if not name.endswith(head):
-                    continue
-                stem = name[: -len(head)]
-                keys = [f"{stem}.{p}{suffix}" for p in parts]
-                if all(k in out for k in keys):
-                    out[f"{stem}.{fused}{suffix}"] = torch.cat([out.pop(k) for k in keys], dim=0)
-    return out
-
-
 def _is_padded_vocab(got: torch.Tensor, want: torch.Tensor) -> bool:
     return got.dim() == want.dim() == 2 and got.shape[1:] == want.shape[1:] and got.shape[0] > want.shape[0]
 
 
-def compare(engine_state: dict[str, torch.Tensor], model_dir: str | Path) -> dict:
-    """Compare one engine's parameters with the safetensors in ``model_dir``.
+class SavedWeights:
+    """The tensors of the safetensors files in ``model_dir``, read one at a time, by vLLM name: a fused name
+    (``_FUSED``) is the concatenation of its HF parts along dim 0; a missing ``lm_head.weight`` is the tied
+    embedding."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        from safetensors import safe_open
+
+        self.files: dict[str, Path] = {}
+        for f in sorted(Path(model_dir).glob("*.safetensors")):
+            with safe_open(f, "pt") as st:
+                self.files.update(dict.fromkeys(st.keys(), f))
+        if not self.files:
+            raise FileNotFoundError(f"no *.safetensors in {model_dir}: the saved actor is not there")
+
+    def _read(self, name: str, device) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(self.files[name], "pt", device=str(device)) as st:
+            return st.get_tensor(name)
+
+    def get(self, name: str, device="cpu") -> torch.Tensor | None:
+        if name in self.files:
+            return self._read(name, device)
+        for fused, parts in _FUSED.items():
+            for suffix in (".weight", ".bias"):
+                tail = f".{fused}{suffix}"
+                if name.endswith(tail):
+                    keys = [name[: -len(tail)] + f".{part}{suffix}" for part in parts]
+                    if all(k in self.files for k in keys):
+                        return torch.cat([self._read(k, device) for k in keys], dim=0)
+        if name == "lm_head.weight" and "model.embed_tokens.weight" in self.files:  # tied embeddings
+            return self._read("model.embed_tokens.weight", device)
+        return None
+
+
+def _saved_on(saved: SavedWeights, name: str, device) -> tuple[torch.Tensor | None, bool]:
+    """The saved tensor on ``device``, or on the CPU when the device has no room for it: (tensor, on the CPU)."""
+    try:
+        return saved.get(name, device), torch.device(device).type == "cpu"
+    except torch.OutOfMemoryError:
+        return saved.get(name, "cpu"), True
+
+
+def compare_parameters(named: Iterable[tuple[str, torch.Tensor]], model_dir: str | Path, tp_size: int = 1) -> dict:
+    """Compare parameters (vLLM names) with the saved safetensors in ``model_dir``, one tensor at a time.
 
     Returns:
-        {"equal": bool, "tensors": n compared, "max_abs_diff": float, "missing": [...], "mismatched": [...]}
+        {"equal": bool, "tensors": n, "compared": n compared, "sharded": names not compared (a TP shard),
+         "on_cpu": n compared on the CPU for want of device memory, "max_abs_diff": float, "missing": [...],
+         "mismatched": [...]}
     """
-    from safetensors.torch import load_file
-
-    hf_state: dict[str, torch.Tensor] = {}
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        hf_state.update(load_file(f))
-    expected = hf_as_vllm(hf_state)
-    missing, mismatched, max_diff = [], [], 0.0
-    for name, got in engine_state.items():
-        want = expected.get(name)
-        if want is None and name == "lm_head.weight":  # tied embeddings
-            want = expected.get("model.embed_tokens.weight")
+    saved = SavedWeights(model_dir)
+    missing, mismatched, sharded, max_diff, tensors, on_cpu = [], [], [], 0.0, 0, 0
+    for name, param in named:
+        tensors += 1
+        got = param.detach()
+        want, cpu = _saved_on(saved, name, got.device)
         if want is None:
             missing.append(name)
             continue
         if _is_padded_vocab(got, want):  # vLLM pads the vocabulary to a multiple of 64 rows
             got = got[: want.shape[0]]
         if want.shape != got.shape:
-            mismatched.append(f"{name}: shape {tuple(got.shape)} vs saved {tuple(want.shape)}")
+            if tp_size > 1:
+                sharded.append(name)
+            else:
+                mismatched.append(f"{name}: shape {tuple(got.shape)} vs saved {tuple(want.shape)}")
             continue
-        diff = (got.float() - want.to(got.dtype).float()).abs().max().item()
-        max_diff = max(max_diff, diff)
-        if diff != 0.0:
+        if cpu and got.device.type != "cpu":
+            got, on_cpu = got.cpu(), on_cpu + 1
+        want = want.to(got.dtype)
+        if not torch.equal(got, want):
+            diff = (got.float() - want.float()).abs().max().item()
+            max_diff = max(max_diff, diff)
             mismatched.append(f"{name}: max |diff| {diff:.3g}")
+        del want
     return {
-        "equal": not missing and not mismatched and bool(engine_state),
-        "tensors": len(engine_state),
+        "equal": not missing and not mismatched and tensors > len(sharded),
+        "tensors": tensors,
+        "compared": tensors - len(missing) - len(sharded),
+        "sharded": sharded,
+        "on_cpu": on_cpu,
         "max_abs_diff": max_diff,
         "missing": missing,
         "mismatched": mismatched,
+    }
+
+
+def compare(engine_state: dict[str, torch.Tensor], model_dir: str | Path) -> dict:
+    """``compare_parameters`` of a state dict (one unsharded engine's parameters, by vLLM name)."""
+    return compare_parameters(engine_state.items(), model_dir)
+
+
+def _worker_compare(worker, model_dir: str) -> dict:
+    """Runs inside a vLLM worker process: its parameters against the saved actor, on its own device."""
+    try:
+        from vllm.distributed import get_tensor_model_parallel_world_size
+
+        tp_size = get_tensor_model_parallel_world_size()
+    except (ImportError, AssertionError):  # no TP group initialised: one rank
+        tp_size = 1
+    with torch.no_grad():
+        return compare_parameters(worker.model_runner.model.named_parameters(), model_dir, tp_size)
+
+
+def merge_ranks(ranks: list[dict]) -> dict:
+    """``compare_parameters`` of every TP rank of one engine, merged: equal only if every rank is."""
+    return {
+        "equal": all(r["equal"] for r in ranks),
+        "tensors": sum(r["tensors"] for r in ranks),
+        "compared": sum(r["compared"] for r in ranks),
+        "sharded": sorted({n for r in ranks for n in r["sharded"]}),
+        "on_cpu": sum(r["on_cpu"] for r in ranks),
+        "max_abs_diff": max(r["max_abs_diff"] for r in ranks),
+        "missing": [f"rank {i}: {n}" for i, r in enumerate(ranks) for n in r["missing"]],
+        "mismatched": [f"rank {i}: {n}" for i, r in enumerate(ranks) for n in r["mismatched"]],
+        "ranks": len(ranks),
     }
 
 
@@ -182,19 +249,34 @@ def engine_token_logprobs(engine, token_ids: list[int]) -> torch.Tensor:
     return torch.tensor([pos[tok].logprob for pos, tok in zip(out.prompt_logprobs[1:], token_ids[1:], strict=True)])
 
 
-def compare_generation(engine, model_dir: str | Path, initial_dir: str | Path | None) -> GenerationCheck:
-    token_ids = probe_token_ids(model_dir)
-    got = engine_token_logprobs(engine, token_ids)
-    reference = hf_token_logprobs(model_dir, token_ids)
-    floor = (hf_token_logprobs(model_dir, token_ids, torch.bfloat16) - reference).abs().mean().item()
-    tolerance = max(FLOOR_FACTOR * floor, MIN_TOLERANCE)
-    diff = (got - reference).abs()
+@dataclass
+class Reference:
+    """The Hugging Face side of the generation check, computed once for all engines (it loads 8B models)."""
+
+    token_ids: list[int]
+    logprobs: torch.Tensor  # the saved actor in float32
+    bf16_floor: float  # mean |HF bf16 - HF float32| of the saved actor
+    initial: torch.Tensor | None  # the initial model in float32, if given
+
+    @classmethod
+    def of(cls, model_dir: str | Path, initial_dir: str | Path | None) -> Reference:
+        token_ids = probe_token_ids(model_dir)
+        logprobs = hf_token_logprobs(model_dir, token_ids)
+        floor = (hf_token_logprobs(model_dir, token_ids, torch.bfloat16) - logprobs).abs().mean().item()
+        initial = None if initial_dir is None else hf_token_logprobs(initial_dir, token_ids)
+        return cls(token_ids, logprobs, floor, initial)
+
+
+def compare_generation(engine, reference: Reference) -> GenerationCheck:
+    got = engine_token_logprobs(engine, reference.token_ids)
+    tolerance = max(FLOOR_FACTOR * reference.bf16_floor, MIN_TOLERANCE)
+    diff = (got - reference.logprobs).abs()
     initial = None
-    if initial_dir is not None:
-        initial = (got - hf_token_logprobs(initial_dir, token_ids)).abs().mean().item()
+    if reference.initial is not None:
+        initial = (got - reference.initial).abs().mean().item()
     return GenerationCheck(
-        tokens=len(token_ids) - 1,
-        bf16_floor=floor,
+        tokens=len(reference.token_ids) - 1,
+        bf16_floor=reference.bf16_floor,
         tolerance=tolerance,
         mean_abs_diff=diff.mean().item(),
         max_abs_diff=diff.max().item(),
@@ -207,12 +289,21 @@ def compare_generation(engine, model_dir: str | Path, initial_dir: str | Path | 
 def verify(
     engines: list, model_dir: str | Path, report_path: str | Path, initial_dir: str | Path | None = None
 ) -> bool:
-    """Check every engine against the saved actor, write a JSON report, return whether all pass both checks."""
+    """Check every engine against the saved actor, write a JSON report, return whether all pass both checks.
+    The parameter checks of all engines run at once (each in its own workers); the Hugging Face reference is
+    computed once."""
+    import ray
+
+    parameter_checks = [
+        engine.__ray_call__.remote(_engine_rpc, functools.partial(_worker_compare, model_dir=str(model_dir)))
+        for engine in engines
+    ]
+    reference = Reference.of(model_dir, initial_dir)  # on the driver's CPU while the workers compare
     reports = []
-    for engine in engines:
-        report = compare(engine_parameters(engine), model_dir)
+    for engine, ranks in zip(engines, ray.get(parameter_checks), strict=True):
+        report = merge_ranks(ranks)
         report["parameters_equal"] = report.pop("equal")
-        report["generation"] = asdict(compare_generation(engine, model_dir, initial_dir))
+        report["generation"] = asdict(compare_generation(engine, reference))
         report["equal"] = report["parameters_equal"] and report["generation"]["equal"]
         report["engine_cpu"] = engine_cpu(engine)
         reports.append(report)

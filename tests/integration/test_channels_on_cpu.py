@@ -12,6 +12,8 @@ standin_finder.install()  # OpenRLHF imports flash_attn unconditionally; the CPU
 from openrlhf.trainer.ppo_utils.experience import Experience
 
 from openrlhf_maestro.channels import (
+    ModelChannel,
+    chunk_rows,
     group_rank,
     reasoning_text,
     reference_batch,
@@ -90,3 +92,47 @@ def test_info_keys_are_aligned_before_openrlhf_concatenates_them():
     _align_info_keys([ok, failed, ok2])
     merged = Experience.concat_experiences([ok, failed, ok2], pad_token_id=0)
     assert merged.info["score"].tolist() == [2.0, 3.0, 4.0]  # row 1 filled, rows 0 and 2 stay in place
+
+
+def test_chunked_bf16_entropy_at_temperature_0_6_equals_the_float32_full_computation():
+    """The probe hands the channels the model's bf16 logits and the temperature; each chunk is upcast, then
+    divided, as OpenRLHF does with the whole tensor (actor.py 265-270). Reference: that whole float32 tensor
+    divided by 0.6, and the entropy OpenRLHF computes from it (``compute_entropy``, models/utils.py 216-219:
+    logsumexp(x) - sum softmax(x) x), written out here on all positions at once.
+
+    Tolerance: both sides reduce the same float32 values row by row; chunking changes only which rows are
+    computed together, so any difference is the last bits of a reduction whose terms reach max |x| ~ 47 here:
+    a float32 ulp at 47 is 3.8e-6, and 2e-5 allows five of them. (Against a float64 computation both sides are
+    3e-4 nats off on these logits; that is float32 cancellation in logsumexp - sum p x, not the chunking, and
+    OpenRLHF's own entropy has it too.)"""
+    vocab, temperature = 151936, 0.6
+    generator = torch.Generator().manual_seed(0)
+    logits = (2 * torch.randn(3, 40, vocab, generator=generator)).to(torch.bfloat16)
+    logits[0, :5] *= 3  # sharper positions too: entropies from about 0.5 to 7.5 nats
+    x = logits.float() / temperature
+    expected = torch.logsumexp(x, dim=-1) - (torch.softmax(x, dim=-1) * x).sum(-1)
+    got = token_entropy(logits, temperature)  # default chunks: ceil(120 / 16) = 8 positions each
+    assert got.dtype == torch.float32 and got.shape == (3, 40)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+    torch.testing.assert_close(token_entropy(logits, temperature, chunk=7), expected, rtol=0, atol=2e-5)
+    assert logits.dtype == torch.bfloat16  # the caller's tensor is neither upcast nor divided in place
+    upcast = logits.float()
+    torch.testing.assert_close(token_entropy(upcast, temperature), expected, rtol=0, atol=2e-5)
+    assert torch.equal(upcast, logits.float())  # a float32 input is not divided in place either
+
+
+def test_any_channel_reads_bf16_logits_in_chunks_as_it_would_read_the_float32_scaled_ones():
+    """ModelChannel.per_token_in_chunks for a channel that defines only per_token (the README's example): the
+    same values as per_token on the whole float32 logits / temperature, whatever the chunking."""
+
+    class MaxProb(ModelChannel):
+        name, source = "max_prob_test", "policy_logits"
+
+        def per_token(self, logits):
+            return torch.softmax(logits, dim=-1).amax(dim=-1)
+
+    logits = torch.randn(2, 37, 1000, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    channel = MaxProb()
+    expected = channel.per_token(logits.float() / 0.6)
+    torch.testing.assert_close(channel.per_token_in_chunks(logits, 0.6), expected, rtol=1e-6, atol=1e-7)
+    assert chunk_rows(74) == 5 and chunk_rows(100_000) == 256 and chunk_rows(3) == 1

@@ -34,8 +34,9 @@ from openrlhf_maestro.integration.hook import (
     policy_outputs_of,
 )
 from openrlhf_maestro.integration.model_channels import ChannelInputError, reward_model_scores
+from openrlhf_maestro.integration.probing import local_context_rows, pad_packed, probing
 from openrlhf_maestro.method import GROUP_ESTIMATORS, GDPOAggregator, group_advantages
-from openrlhf_maestro.probe import PolicyProbe, terminal_positions
+from openrlhf_maestro.probe import PolicyProbe, context_rows, gather_rows, terminal_positions
 
 
 def parse(*flags: str) -> argparse.Namespace:
@@ -169,16 +170,16 @@ def test_the_launchers_probe_reads_h_and_channels_from_openrlhfs_own_forward(tin
     (the final-normed last layer) and the logits divided by the rollout temperature, from the one forward."""
     temperature = 0.7
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
-    policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)  # no Ray: only the probing is tested
-    policy.actor, policy._probed_forwards = Actor(model, temperature=temperature), 0
-    policy.actor.packing_samples = False  # set only when Actor loads a model by name (actor.py 98-170)
+    actor = Actor(model, temperature=temperature)
+    actor.packing_samples = False  # set only when Actor loads a model by name (actor.py 98-170)
+    calls = []
     sequences = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 9, 10]])
     attention_mask = torch.ones_like(sequences)
     action_mask = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
     probe = PolicyProbe(context="response", channels={"entropy": {}})
-    with policy._probing(probe) as per_token:
-        log_probs = policy.actor(sequences, action_mask, attention_mask)
-    assert policy._probed_forwards == 1  # read from the forward that ran, not a second one
+    with probing(actor, probe, calls=calls) as per_token:  # no context rows: the whole h, as the patch reads it
+        log_probs = actor(sequences, action_mask, attention_mask)
+    assert len(calls) == 1  # read from the forward that ran, not a second one
     out = model(sequences, output_hidden_states=True)
     last = out.hidden_states[-1]  # HF's last entry is after the final norm, as lm_head sees it
     torch.testing.assert_close(per_token["hidden"], last)
@@ -187,8 +188,8 @@ def test_the_launchers_probe_reads_h_and_channels_from_openrlhfs_own_forward(tin
     assert torch.equal(read["hidden"], torch.stack([last[0, 4], last[1, 5]]))
     expected = token_entropy(out.logits, temperature)[:, :-1]  # position p predicts token p + 1: actions 0..4
     torch.testing.assert_close(read["entropy"], (expected * action_mask).sum(1) / action_mask.sum(1))
-    torch.testing.assert_close(log_probs, policy.actor(sequences, action_mask, attention_mask))
-    assert policy._probed_forwards == 1 and not model.lm_head._forward_hooks  # hooks only inside the block
+    torch.testing.assert_close(log_probs, actor(sequences, action_mask, attention_mask))
+    assert len(calls) == 1 and not model.lm_head._forward_hooks  # hooks only inside the block
 
 
 def test_a_packed_forward_equals_the_padded_one_in_log_probs_h_and_channels(tiny_model_dir):
@@ -211,20 +212,110 @@ def test_a_packed_forward_equals_the_padded_one_in_log_probs_h_and_channels(tiny
     probe = PolicyProbe(context="response", channels={"entropy": {}})
     read = {}
     for packing in (False, True):
-        policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)  # no Ray: the forward only
-        policy.actor, policy._probed_forwards = Actor(model, temperature=0.9), 0
-        policy.actor.packing_samples = packing
-        policy.strategy = SimpleNamespace(ring_attn_group=None)
-        with policy._probing(probe) as per_token:
-            log_probs = policy.actor(sequences, action_mask, attention_mask)
+        actor = Actor(model, temperature=0.9)
+        actor.packing_samples = packing
+        with probing(actor, probe) as per_token:
+            log_probs = actor(sequences, action_mask, attention_mask)
         if packing:
             assert per_token["hidden"].shape[:2] == (1, int(attention_mask.sum()))  # lm_head saw the packed row
-            per_token = policy._pad_packed(per_token, sequences, attention_mask)
+            per_token = pad_packed(per_token, sequences, attention_mask)
         read[packing] = (log_probs, probe.per_sample(per_token, action_mask))
     (padded_lp, padded), (packed_lp, packed) = read[False], read[True]
     torch.testing.assert_close(packed_lp, padded_lp, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed["hidden"], padded["hidden"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed["entropy"], padded["entropy"], rtol=1e-5, atol=1e-5)
+
+
+def test_context_rows_index_the_rows_lm_head_reads_padded_and_packed():
+    # T = 5. Row 0: tokens at 1..4 (left pad 1), response 3..4; row 1: tokens 0..2 (right pad 2), response 2.
+    attention_mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    action_mask = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 0]])  # A = 4: action i predicts token 1 + i
+    # padded: b * T + position; response context = last response token (4 and 2), prompt = the token before
+    assert context_rows(action_mask, attention_mask, "response", packed=False).tolist() == [4, 7]
+    assert context_rows(action_mask, attention_mask, "prompt", packed=False).tolist() == [2, 6]
+    # packed row = the 7 attended tokens in order: (0,1) (0,2) (0,3) (0,4) (1,0) (1,1) (1,2)
+    assert context_rows(action_mask, attention_mask, "response", packed=True).tolist() == [3, 6]
+    assert context_rows(action_mask, attention_mask, "prompt", packed=True).tolist() == [1, 5]
+    with pytest.raises(ValueError, match=r"rows \[1\]: the response context position is padding"):
+        context_rows(torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1]]), attention_mask, "response", packed=True)
+    hidden = torch.arange(14.0).reshape(1, 7, 2)
+    assert gather_rows(hidden, torch.tensor([3, -1, 6])).tolist() == [[6.0, 7.0], [0.0, 0.0], [12.0, 13.0]]
+
+
+def _probed_policy(model, temperature: float, packing: bool) -> _ChannelPolicyModelActor:
+    policy = _ChannelPolicyModelActor.__new__(_ChannelPolicyModelActor)  # no Ray: the forward only
+    policy.actor = Actor(model, temperature=temperature)
+    policy.actor.packing_samples = packing
+    policy.strategy = SimpleNamespace(ring_attn_group=None)
+    policy._channel_records, policy._probed_forwards = [], 0
+    return policy
+
+
+def test_the_launchers_forward_reads_h_rows_and_bf16_entropy_without_padding_h(tiny_model_dir, monkeypatch):
+    """The whole launcher path, PolicyModelActor.forward -> Actor.forward with the lm_head hook, on a bf16 model
+    at temperature 0.6, padded and packed: h is read at each sample's context row (never (B, T, H)), equal to
+    HF's own final-normed state there; the entropy equals the float32 one from OpenRLHF's upcast-then-divide
+    logits; lm_head runs once per forward. ``torch.cuda.current_device`` is the only stand-in: OpenRLHF's
+    PolicyModelActor.forward asks it for the device, and a CPU build of torch cannot answer."""
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: "cpu")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
+    model.config.use_cache = False  # as Actor.__init__ does (see the packed test above)
+    sequences = torch.tensor(
+        [[0, 0, 5, 6, 7, 8, 9, 0], [0, 11, 12, 13, 14, 15, 16, 17], [21, 22, 23, 24, 25, 0, 0, 0]]
+    )
+    attention_mask = (torch.arange(8) >= torch.tensor([[2], [1], [0]])) & (
+        torch.arange(8) < torch.tensor([[7], [8], [5]])
+    )
+    attention_mask = attention_mask.long()
+    action_mask = attention_mask[:, 4:].bool()
+    probe = PolicyProbe(context="response", channels={"entropy": {}})
+    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)  # as Actor.forward
+    with torch.no_grad():
+        out = model(sequences, attention_mask=attention_mask, position_ids=position_ids, output_hidden_states=True)
+    last = out.hidden_states[-1]
+    expected_h = torch.stack([last[0, 6], last[1, 7], last[2, 4]]).float()  # each row's last response token
+    x = out.logits.float() / 0.6
+    entropy = (torch.logsumexp(x, -1) - (torch.softmax(x, -1) * x).sum(-1))[:, :-1][:, -4:]
+    expected_entropy = (entropy * action_mask).sum(1) / action_mask.sum(1)
+    records, seen = {}, []
+    for packing in (False, True):
+        policy = _probed_policy(model, 0.6, packing)
+        seen.clear()
+        hook = model.lm_head.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.dtype)))
+        log_probs = policy.forward(sequences, action_mask, attention_mask, policy_probe=probe)
+        hook.remove()
+        (record,), forwards = policy.pop_channel_records()
+        assert forwards == 1 and len(seen) == 1 and seen[0][1] == torch.bfloat16  # one lm_head call, bf16 out
+        assert seen[0][0][:2] == ((1, 17) if packing else (3, 8))  # 5 + 7 + 5 attended tokens
+        assert record["hidden"].dtype == torch.float32 and record["hidden"].device.type == "cpu"
+        assert log_probs.shape == action_mask.shape
+        records[packing] = record
+    for packing, record in records.items():
+        # the padded forward is HF's own, so h is equal to the bf16 bit; the packed one attends within each
+        # sample through a different mask path: bf16 rounding of the states (2**-8 relative) bounds it
+        tol = dict(rtol=2e-2, atol=2e-2) if packing else dict(rtol=0, atol=0)
+        torch.testing.assert_close(record["hidden"], expected_h, **tol)
+        torch.testing.assert_close(record["entropy"], expected_entropy, rtol=0, atol=2e-5 if not packing else 5e-2)
+    torch.testing.assert_close(records[True]["entropy"], records[False]["entropy"], rtol=2e-2, atol=5e-2)
+
+
+def test_ring_ranks_each_read_the_contexts_in_their_slice_and_their_sum_is_the_whole(monkeypatch):
+    """Ring attention splits the packed row into equal slices, one per rank (ring_attn_utils 80-93); each
+    rank's lm_head sees only its slice. A ring of 3 ranks needs 3 processes and ring_flash_attn, which cannot
+    run here, so ``dist.get_rank``/``get_world_size`` are stood in for, per simulated rank."""
+    from openrlhf_maestro.integration import probing as probing_module
+
+    attention_mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 0, 0]])  # nnz = 7: slices of 3, 3, 1 (+2 pad)
+    action_mask = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 0]])
+    packed_h = torch.arange(2.0 * 9).reshape(1, 9, 2)  # 7 packed states + 2 ring padding rows
+    full = gather_rows(packed_h, context_rows(action_mask, attention_mask, "response", packed=True))
+    monkeypatch.setattr(probing_module.dist, "get_world_size", lambda group: 3)
+    total = torch.zeros_like(full)
+    for rank in range(3):
+        monkeypatch.setattr(probing_module.dist, "get_rank", lambda group, rank=rank: rank)
+        rows = local_context_rows("response", action_mask, attention_mask, packed=True, ring_attn_group="ring")
+        total += gather_rows(packed_h[:, 3 * rank : 3 * rank + 3], rows)  # what this rank's lm_head saw
+    assert torch.equal(total, full) and full.tolist() == [[6.0, 7.0], [12.0, 13.0]]
 
 
 def _experience(rewards, index, info=None, num_actions=3):
