@@ -7,7 +7,7 @@ process, which installs the runtime's patches from the site hook (``MAESTRO_RUNT
 ``PYTHONPATH``, set by the test). ``inproc`` runs the engine in this process, so that this script can force the
 attention ISA (``cpu_attn._get_attn_isa``) before the KV cache is built; ``native`` leaves vLLM's choice alone.
 
-Prints one line ``REPORT {json}``: the tokens sampled at temperature 1, what the worker's sampler is, how many
+Prints one line ``REPORT {json}``: the tokens sampled at temperature 1, what the worker's sampler is (the runtime's choice, compiled or not), how many
 graphs dynamo compiled in the worker, the attention ISA of every layer, and the mean |vLLM - HF float32|
 log-probability of a fixed text with the tolerance of ``--runtime.verify_weight_sync``.
 """
@@ -35,6 +35,10 @@ def worker_report(worker) -> dict:
         "sampler_patched": [
             getattr(topk_topp.compiled_random_sample, "__maestro_cpu_patch__", False),
             getattr(sampler.batched_count_greater_than, "__maestro_cpu_patch__", False),
+        ],
+        "sampler_compiled": [
+            hasattr(topk_topp.compiled_random_sample, "_torchdynamo_orig_callable"),
+            hasattr(sampler.batched_count_greater_than, "_torchdynamo_orig_callable"),
         ],
         "dynamo_graphs": int(torch._dynamo.utils.counters["stats"]["unique_graphs"]),
         "attention_isa": attention_isas(worker.model_runner.model),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from openrlhf_maestro.runtime import standin_finder
+from openrlhf_maestro.runtime.cpu_info import cpu_isa
 from openrlhf_maestro.runtime.import_hooks import when_imported
 from openrlhf_maestro.runtime.versions import require_attr
 
@@ -279,10 +280,13 @@ def _uncompiled(original: Callable) -> Callable:
     architecture (Qwen2 or Llama) and the width (128 to 576). Inductor prefers its AMX vector ISA on such CPUs
     (``torch/_inductor/cpu_vec_isa.py``), which no other machine here runs.
 
-    Chosen: both functions run uncompiled, on every CPU: the bodies are vLLM's own (``_torchdynamo_orig_callable``
-    is the decorated function), a softmax, an exponential draw, a division and an argmax over one (batch, vocab)
-    tensor, or a comparison and a sum. Eager costs the inductor compile at each engine start and nothing
-    measurable per step (``bench/bench_vllm_sampler.py``, docs/results.md). Disabling dynamo in every vLLM
+    Chosen: on CPUs with AMX tiles, both functions run uncompiled. The bodies are vLLM's own
+    (``_torchdynamo_orig_callable`` is the decorated function): a softmax, an exponential draw, a division and an
+    argmax over one (batch, vocab) tensor, or a comparison and a sum. The CPU is read from ``/proc/cpuinfo``, not
+    from torch's probes, so an AMX CPU emulating a smaller one (``--runtime.cpu_isa``) stays off the kernel too.
+    Elsewhere vLLM's compiled functions stay: eager was 2 to 3 times slower per call on an AVX-512 CPU
+    (``bench/bench_vllm_sampler.py``, docs/results.md), and the compiled kernel works there. The target is checked
+    on every CPU, so a vLLM that stops compiling it fails loudly everywhere. Disabling dynamo in every vLLM
     process would also work, but it reaches further than the kernel at fault. The GPU path never comes here.
     """
     eager = getattr(original, "_torchdynamo_orig_callable", None)
@@ -294,14 +298,20 @@ def _uncompiled(original: Callable) -> Callable:
     return eager
 
 
+def _sampler_for_this_cpu(original: Callable) -> Callable:
+    """Uncompiled on CPUs with AMX tiles, vLLM's compiled function elsewhere (see ``_uncompiled``)."""
+    eager = _uncompiled(original)  # the target's check runs on every CPU
+    return eager if cpu_isa().has("AMX") else original
+
+
 def _patch_vllm_random_sample(mod: ModuleType) -> None:
     """``forward_cpu`` looks ``compiled_random_sample`` up in its module at call time."""
-    _rebind(mod, "compiled_random_sample", VLLM_SAMPLER_TARGETS[0], _uncompiled)
+    _rebind(mod, "compiled_random_sample", VLLM_SAMPLER_TARGETS[0], _sampler_for_this_cpu)
 
 
 def _patch_vllm_logprob_ranks(mod: ModuleType) -> None:
     """``Sampler`` calls the name it imported into ``vllm.v1.sample.sampler`` (sampler.py 14, 220, 349)."""
-    _rebind(mod, "batched_count_greater_than", VLLM_SAMPLER_TARGETS[1], _uncompiled)
+    _rebind(mod, "batched_count_greater_than", VLLM_SAMPLER_TARGETS[1], _sampler_for_this_cpu)
 
 
 # --- DeepSpeed -------------------------------------------------------------------------------------------
@@ -395,13 +405,13 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "vllm.v1.sample.ops.topk_topp_sampler",
         VLLM_SAMPLER_TARGETS[0],
-        "inductor's sampling kernel corrupts the engine's heap on AMX CPUs",
+        "inductor's sampling kernel corrupts the engine's heap on AMX CPUs: uncompiled there",
         _patch_vllm_random_sample,
     ),
     Patch(
         "vllm.v1.sample.sampler",
         VLLM_SAMPLER_TARGETS[1],
-        "the sampler's other inductor kernel: no compiled code in the CPU sampler",
+        "the sampler's other inductor kernel: uncompiled on AMX CPUs too",
         _patch_vllm_logprob_ranks,
     ),
     Patch("deepspeed.comm.torch", "build_shm_op", "shm op JIT build", _patch_deepspeed_shm),
