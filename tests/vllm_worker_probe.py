@@ -7,9 +7,10 @@ process, which installs the runtime's patches from the site hook (``MAESTRO_RUNT
 ``PYTHONPATH``, set by the test). ``inproc`` runs the engine in this process, so that this script can force the
 attention ISA (``cpu_attn._get_attn_isa``) before the KV cache is built; ``native`` leaves vLLM's choice alone.
 
-Prints one line ``REPORT {json}``: the tokens sampled at temperature 1, what the worker's sampler is (the runtime's choice, compiled or not), how many
-graphs dynamo compiled in the worker, the attention ISA of every layer, and the mean |vLLM - HF float32|
-log-probability of a fixed text with the tolerance of ``--runtime.verify_weight_sync``.
+Prints one line ``REPORT {json}``: the tokens sampled at temperature 1, what the worker's sampler is (the
+runtime's choice, compiled or not), how many graphs dynamo compiled in the worker, the attention ISA of every
+layer, and the mean |vLLM - HF float32| log-probability of a fixed text with the tolerance of
+``--runtime.verify_weight_sync``.
 """
 
 from __future__ import annotations
