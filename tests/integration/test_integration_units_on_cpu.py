@@ -24,6 +24,7 @@ from openrlhf_maestro.channels import token_entropy
 from openrlhf_maestro.integration.actor import _ChannelPolicyModelActor
 from openrlhf_maestro.integration.flags import add_plugin_arguments, spec_from_flags, validate
 from openrlhf_maestro.integration.hook import (
+    INVALID_KEY,
     AggregatorHook,
     InvalidSampleError,
     MissingObjectiveError,
@@ -33,7 +34,13 @@ from openrlhf_maestro.integration.hook import (
     objective_matrix,
 )
 from openrlhf_maestro.integration.model_channels import ChannelInputError
-from openrlhf_maestro.method import GROUP_ESTIMATORS, GDPOAggregator, group_advantages
+from openrlhf_maestro.method import (
+    GROUP_ESTIMATORS,
+    AggregateOutput,
+    GDPOAggregator,
+    RewardAggregator,
+    group_advantages,
+)
 from openrlhf_maestro.probe import PolicyProbe, terminal_positions
 
 
@@ -237,6 +244,18 @@ def _experience(rewards, index, info=None, num_actions=3):
     )
 
 
+def _openrlhf_advantages(estimator: str, n: int) -> RemoteExperienceMaker:
+    """OpenRLHF's real experience maker, only for its ``compute_advantages_and_returns`` (KL off, no length
+    penalties): no models, no Ray."""
+    args = SimpleNamespace(
+        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
+        algo=SimpleNamespace(advantage=SimpleNamespace(estimator=estimator, gamma=1.0, no_std_norm=False)),
+        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
+        data=SimpleNamespace(max_len=16),
+    )
+    return RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+
+
 @pytest.mark.parametrize("estimator", GROUP_ESTIMATORS)
 def test_feedback_advantages_equal_openrlhfs_own(estimator):
     """OpenRLHF's real compute_advantages_and_returns with KL off: the per-response return is its advantage."""
@@ -245,13 +264,7 @@ def test_feedback_advantages_equal_openrlhfs_own(estimator):
     rewards = torch.randn(12).tolist()
     order = [5, 0, 9, 3, 11, 1, 7, 2, 10, 4, 8, 6]  # micro-batches hold samples out of prompt order
     experiences = [_experience([rewards[i] for i in order[k : k + 3]], order[k : k + 3]) for k in range(0, 12, 3)]
-    args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
-        algo=SimpleNamespace(advantage=SimpleNamespace(estimator=estimator, gamma=1.0, no_std_norm=False)),
-        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
-        data=SimpleNamespace(max_len=16),
-    )
-    maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+    maker = _openrlhf_advantages(estimator, n)
     ours = group_advantages(torch.cat([e.rewards for e in experiences]), group_ids_of(experiences, n), estimator)
     theirs = torch.cat([e.info["return"] for e in maker.compute_advantages_and_returns(experiences)])
     if estimator == "reinforce_baseline":  # OpenRLHF then whitens over the batch (experience_maker.py 323-338)
@@ -277,13 +290,7 @@ def test_gdpo_under_its_estimator_gives_the_gdpo_advantage_written_out_independe
         exp = _experience([float(scalar[i]) for i in rows], rows)
         exp.action_mask = torch.tensor([[t < lengths[i] for t in range(3)] for i in rows])
         experiences.append(exp)
-    args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
-        algo=SimpleNamespace(advantage=SimpleNamespace(estimator="reinforce_baseline", gamma=1.0, no_std_norm=False)),
-        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
-        data=SimpleNamespace(max_len=16),
-    )
-    maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+    maker = _openrlhf_advantages("reinforce_baseline", n)
     theirs = [
         float(e.advantages[b, t])
         for e in maker.compute_advantages_and_returns(experiences)
@@ -424,3 +431,125 @@ def test_weights_log_records_the_drawn_and_the_expected_weights(tmp_path) -> Non
     with pytest.raises(ValueError, match="2 prompts, 2 weight rows, 1 expected rows"):
         append_weights_log(str(log), 5, ["a", "b"], ["p3", "p4"], drawn, torch.tensor([[0.5, 0.5]]))
     assert len(log.read_text().splitlines()) == 3  # nothing of the refused step written
+
+
+# ---- the hook's sample order and its failure policies, against values worked out by hand --------------------
+SHUFFLED = [5, 0, 9, 3, 11, 1, 7, 2, 10, 4, 8, 6]  # micro-batches of 3 out of sample order (dynamic batching)
+
+
+class _RecordingAggregator(RewardAggregator):
+    """Records what the hook hands it; R = a + 10·h₀, so each R names the objectives and the h it was given."""
+
+    needs_hidden = True
+    learns_from_advantages = True
+
+    def __init__(self) -> None:
+        super().__init__(["a", "b"])
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def aggregate(self, rewards, group_ids, hidden=None) -> AggregateOutput:
+        self.seen.update(rewards=rewards.clone(), group_ids=group_ids.clone(), hidden=hidden.clone())
+        return AggregateOutput(rewards[:, 0] + 10 * hidden[:, 0])
+
+    def feedback(self, advantages) -> dict[str, float]:
+        self.seen["advantages"] = advantages.clone()
+        return {}
+
+
+def _shuffled_batch(a: list[float], b: list[float], hidden: torch.Tensor, order: list[int], size: int):
+    """Experiences of ``size`` samples in ``order`` with obj/a, obj/b, and the probe's h of each, per experience."""
+    experiences, outputs = [], []
+    for k in range(0, len(order), size):
+        rows = order[k : k + size]
+        info = {"obj/a": torch.tensor([a[i] for i in rows]), "obj/b": torch.tensor([b[i] for i in rows])}
+        experiences.append(_experience([0.0] * len(rows), rows, info))
+        outputs.append({"hidden": hidden[rows]})
+    return experiences, outputs
+
+
+def test_r_h_and_the_advantages_make_the_round_trip_through_sample_order():
+    """The aggregator sees objectives and h in sample order; R goes back to each sample; the advantages fed back
+    are in sample order again and equal OpenRLHF's own."""
+    a = [((7 * i) % 5) / 4 for i in range(12)]
+    b = [float(i) for i in range(12)]
+    hidden = torch.tensor([[((5 * i) % 7) / 10 - 0.3, -float(i)] for i in range(12)])
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", hidden_size=2)
+    hook.aggregator = recorder = _RecordingAggregator()
+    experiences, outputs = _shuffled_batch(a, b, hidden, SHUFFLED, 3)
+    hook.before_advantages(experiences, outputs)
+    assert recorder.seen["rewards"].tolist() == [[a[i], b[i]] for i in range(12)]
+    assert torch.equal(recorder.seen["hidden"], hidden)
+    assert recorder.seen["group_ids"].tolist() == [i // 4 for i in range(12)]
+    r = [a[i] + 10 * float(hidden[i, 0]) for i in range(12)]  # what each sample's R must be
+    for e in experiences:
+        assert e.rewards.tolist() == pytest.approx([r[i] for i in e.index], abs=1e-6)
+        assert torch.equal(e.info["reward"], e.rewards)
+    hook.after_advantages(experiences)
+    expected = []  # group_norm by hand: (R − μ_g) / (σ_g + 1e-9), σ unbiased
+    for i in range(12):
+        group = r[i // 4 * 4 : i // 4 * 4 + 4]
+        mu = sum(group) / 4
+        sd = math.sqrt(sum((x - mu) ** 2 for x in group) / 3)
+        expected.append((r[i] - mu) / (sd + 1e-9))
+    assert recorder.seen["advantages"].tolist() == pytest.approx(expected, abs=1e-5)
+    theirs = {}
+    for e in _openrlhf_advantages("group_norm", 4).compute_advantages_and_returns(experiences):
+        theirs.update(zip(e.index, e.advantages[:, -1].tolist(), strict=True))
+    assert [theirs[i] for i in range(12)] == pytest.approx(expected, abs=1e-5)
+
+
+def _failure_batch(policy: str, a: list[float], b: list[float], flagged: list[int]):
+    """8 responses of 2 prompts through a real maestro hook under ``policy``, micro-batches out of sample order;
+    ``flagged`` rows are the ones the experience maker marked as failed (their reward function raised)."""
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.failure_policy", policy)
+    hook = _hook(*flags, hidden_size=4)
+    hidden = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
+    experiences, outputs = _shuffled_batch(a, b, hidden, [3, 6, 1, 4, 0, 7, 2, 5], 2)
+    for e in experiences:
+        e.info[INVALID_KEY] = torch.tensor([float(i in flagged) for i in e.index])
+    logs = hook.before_advantages(experiences, outputs)
+    r = {i: float(v) for e in experiences for i, v in zip(e.index, e.rewards, strict=True)}
+    return experiences, logs, r
+
+
+def _advantages_by_sample(experiences: list, estimator: str) -> dict[int, list[float]]:
+    """OpenRLHF's own per-token advantages of each response, by sample index."""
+    maker = _openrlhf_advantages(estimator, 4)
+    out = {}
+    for e in maker.compute_advantages_and_returns(experiences):
+        out.update(zip(e.index, e.advantages.tolist(), strict=True))
+    return out
+
+
+@pytest.mark.parametrize("estimator", GROUP_ESTIMATORS)
+def test_a_dropped_response_gets_zero_advantage_from_openrlhf(estimator):
+    """drop_response: a flagged response (NaN placeholders) and one with a NaN objective are dropped; each takes
+    its group's mean R, so OpenRLHF's advantage of it is 0 at every token (to float32 rounding), while the
+    maestro aggregator's own R of such a row (its normalized objectives are 0) is not that mean."""
+    nan = float("nan")
+    a = [0.2, nan, 0.9, 0.4, 0.1, 0.7, nan, 0.3]
+    b = [1.0, nan, 0.0, 0.5, 0.25, 0.0, 1.0, 0.75]
+    experiences, logs, r = _failure_batch("drop_response", a, b, flagged=[1])
+    assert logs["reward/dropped_samples"] == 2.0
+    assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3, abs=1e-6)
+    assert r[6] == pytest.approx((r[4] + r[5] + r[7]) / 3, abs=1e-6)
+    advantages = _advantages_by_sample(experiences, estimator)
+    for dropped in (1, 6):
+        assert advantages[dropped] == pytest.approx([0.0] * 3, abs=1e-6), (dropped, advantages[dropped])
+    assert max(abs(advantages[i][0]) for i in (0, 2, 3, 4, 5, 7)) > 0.1  # the others still carry a signal
+
+
+def test_skip_objective_drops_a_row_with_every_objective_missing_and_skips_single_ones():
+    """skip_objective: a response missing every objective is dropped whole (finite R, its group's mean, zero
+    advantage); one missing only ``a`` keeps a finite R from ``b`` and is counted as a skip of ``a``."""
+    nan = float("nan")
+    a = [0.2, nan, 0.9, 0.4, 0.1, 0.7, nan, 0.3]
+    b = [1.0, nan, 0.0, 0.5, 0.25, 0.0, 1.0, 0.75]
+    experiences, logs, r = _failure_batch("skip_objective", a, b, flagged=[])
+    assert logs["reward/dropped_samples"] == 1.0
+    assert (logs["reward/skipped/a"], logs["reward/skipped/b"]) == (1.0, 0.0)  # row 1 is dropped, not skipped
+    assert all(math.isfinite(v) for v in r.values()), r
+    assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3, abs=1e-6)
+    advantages = _advantages_by_sample(experiences, "group_norm")
+    assert advantages[1] == pytest.approx([0.0] * 3, abs=1e-6)
+    assert abs(advantages[6][0]) > 1e-3  # scored on b alone, not dropped
