@@ -553,3 +553,12 @@ def test_skip_objective_drops_a_row_with_every_objective_missing_and_skips_singl
     advantages = _advantages_by_sample(experiences, "group_norm")
     assert advantages[1] == pytest.approx([0.0] * 3, abs=1e-6)
     assert abs(advantages[6][0]) > 1e-3  # scored on b alone, not dropped
+
+
+def test_a_checkpoint_of_another_models_width_is_refused_naming_both():
+    """check_resumable: the same aggregator and objectives, but a policy of another hidden size (another model)."""
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "format,length")
+    saved = _hook(*flags, hidden_size=8).state_dict()
+    with pytest.raises(ValueError, match=r"hidden_size=8, this run's has 16; resume with the same aggregator flags"):
+        _hook(*flags, hidden_size=16).load_state_dict(saved)
+    _hook(*flags, hidden_size=8).load_state_dict(saved)  # the same width resumes
