@@ -29,6 +29,10 @@ def test_weight_map_on_simplex_and_above_prior_floor(beta: float) -> None:
 
 def test_uniform_prior_default() -> None:
     assert torch.equal(validate_prior(None, 4), torch.full((4,), 0.25))
+    # One objective is a valid aggregation (its prior is 1); none is not, and the error says so.
+    assert validate_prior(None, 1).tolist() == [1.0] and validate_prior(torch.tensor([3.0]), 1).tolist() == [1.0]
+    with pytest.raises(ValueError, match="need at least one objective, got K=0"):
+        validate_prior(None, 0)
 
 
 @pytest.mark.parametrize("tau,min_prob", [(1.0, 0.02), (0.5, 0.1), (2.0, 0.0)])
