@@ -329,6 +329,8 @@ def test_objectives_are_read_in_experience_order_and_a_missing_one_is_named():
     assert matrix.tolist() == [[0.5, 1.0], [0.25, 0.0], [0.75, 1.0]]
     with pytest.raises(MissingObjectiveError, match=r"no 'obj/preference' for objective 'preference'.*obj/format"):
         objective_matrix(experiences, ["format", "preference"])
+    with pytest.raises(MissingObjectiveError, match=r"it reported no obj/\* keys\. Put extra_logs\['obj/format'\]"):
+        objective_matrix([_experience([0.0], [0])], ["format"])
     assert group_ids_of(experiences, 2).tolist() == [0, 0, 1]
 
 
@@ -382,7 +384,7 @@ def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
     hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "format,preference")
     assert hook.policy_probe is None  # a reward-model channel reads nothing from the policy forward
     experiences = [_experience([0.0, 0.0], [0, 1], {"obj/format": torch.ones(2)})]
-    with pytest.raises(RuntimeError, match=r"no experience maker, so the model channels \['preference'\]"):
+    with pytest.raises(RuntimeError, match=r"channels \['preference'\] cannot run: apply patches/.* in full, or use"):
         hook.before_advantages(experiences, None, None)
     # OpenRLHF's real experience maker, as an unpatched OpenRLHF builds it beside a reward function: no RM group.
     maker = RemoteExperienceMaker(
@@ -391,7 +393,11 @@ def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
     with pytest.raises(ChannelInputError, match="--reward.model_name_or_path"):
         hook.before_advantages(experiences, None, maker)
     experiences[0].info["obj/preference"] = torch.ones(2)
-    with pytest.raises(InvalidSampleError, match=r"reports \['preference'\], which are model channels"):
+    with pytest.raises(
+        InvalidSampleError,
+        match=r"reports \['preference'\], which are model channels the plugin comp"
+        r"utes itself; rename the reward function's objective$",
+    ):
         hook.before_advantages(experiences, None, maker)
 
 
@@ -449,7 +455,7 @@ class _RecordingAggregator(RewardAggregator):
 
     def aggregate(self, rewards, group_ids, hidden=None) -> AggregateOutput:
         self.seen.update(rewards=rewards.clone(), group_ids=group_ids.clone(), hidden=hidden.clone())
-        return AggregateOutput(rewards[:, 0] + 10 * hidden[:, 0])
+        return AggregateOutput(torch.nan_to_num(rewards[:, 0]) + 10 * hidden[:, 0], weights=rewards.clone())
 
     def feedback(self, advantages) -> dict[str, float]:
         self.seen["advantages"] = advantages.clone()
@@ -545,14 +551,124 @@ def test_skip_objective_drops_a_row_with_every_objective_missing_and_skips_singl
     nan = float("nan")
     a = [0.2, nan, 0.9, 0.4, 0.1, 0.7, nan, 0.3]
     b = [1.0, nan, 0.0, 0.5, 0.25, 0.0, 1.0, 0.75]
-    experiences, logs, r = _failure_batch("skip_objective", a, b, flagged=[])
-    assert logs["reward/dropped_samples"] == 1.0
+    # Row 5's reward function raised (flagged by the experience maker) although its placeholders are finite.
+    experiences, logs, r = _failure_batch("skip_objective", a, b, flagged=[5])
+    assert logs["reward/dropped_samples"] == 2.0
     assert (logs["reward/skipped/a"], logs["reward/skipped/b"]) == (1.0, 0.0)  # row 1 is dropped, not skipped
     assert all(math.isfinite(v) for v in r.values()), r
     assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3, abs=1e-6)
+    assert r[5] == pytest.approx((r[4] + r[6] + r[7]) / 3, abs=1e-6)
     advantages = _advantages_by_sample(experiences, "group_norm")
-    assert advantages[1] == pytest.approx([0.0] * 3, abs=1e-6)
+    assert advantages[1] == pytest.approx([0.0] * 3, abs=1e-6) and advantages[5] == pytest.approx([0.0] * 3, abs=1e-6)
     assert abs(advantages[6][0]) > 1e-3  # scored on b alone, not dropped
+    # OpenRLHF's own obj/* logs stay finite: each absent entry holds its group's mean of that objective.
+    obj_a = {i: float(v) for e in experiences for i, v in zip(e.index, e.info["obj/a"], strict=True)}
+    assert obj_a[1] == pytest.approx((0.2 + 0.9 + 0.4) / 3)
+    assert obj_a[6] == pytest.approx((0.1 + 0.3) / 2)  # row 5 is out too
+    # What the aggregator is handed: NaN exactly where an objective is left out (it renormalizes the rest).
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.failure_policy",
+                 "skip_objective", hidden_size=2)  # fmt: skip
+    hook.aggregator = recorder = _RecordingAggregator()
+    batch, outputs = _shuffled_batch(a, b, torch.zeros(8, 2), [3, 6, 1, 4, 0, 7, 2, 5], 2)
+    hook.before_advantages(batch, outputs)
+    missing = torch.isnan(recorder.seen["rewards"]).nonzero().tolist()
+    assert missing == [[1, 0], [1, 1], [6, 0]]
+
+
+def test_a_failed_objective_under_stop_names_the_row_the_value_and_the_ways_out():
+    hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "a,b")
+    info = {"obj/a": torch.tensor([0.5, float("nan"), 0.25, 1.0]), "obj/b": torch.ones(4)}
+    with pytest.raises(InvalidSampleError) as err:
+        hook.before_advantages([_experience([0.0] * 4, [0, 1, 2, 3], info)])
+    assert str(err.value) == (
+        "objective 'a' is nan (not finite) for response 1 of this batch. Fix the reward function, or pass "
+        "--reward.failure_policy drop_response (zero advantage for such responses) or skip_objective (leave out "
+        "only that objective)."
+    )
+    info["obj/a"] = torch.tensor([0.5, 0.75, 0.25, 1.0])
+    logs = hook.before_advantages([_experience([0.0] * 4, [0, 1, 2, 3], info)])
+    assert not any(key.startswith("reward/dropped") or key.startswith("reward/skipped") for key in logs), logs
+
+
+@pytest.mark.parametrize("policy", ["drop_response", "skip_objective"])
+def test_a_non_finite_model_channel_always_stops(policy):
+    """A policy_logits channel (entropy) comes from the policy forward; NaN there is a bug, never a dropped sample.
+    Under skip_objective a response missing its only function objective is dropped whole, whatever its channels."""
+    flags = ("--reward.aggregator", "sum", "--reward.objectives", "a,entropy", "--reward.failure_policy", policy)
+    hook = _hook(*flags)
+    maker = SimpleNamespace()  # the policy_logits channel reads only the probe's outputs, not the experience maker
+    info = {"obj/a": torch.tensor([0.5, float("nan"), 0.25, 1.0])}
+    entropy = torch.tensor([1.0, 2.0, float("nan"), 3.0])
+    with pytest.raises(
+        InvalidSampleError,
+        match=r"objective 'entropy' is nan \(not finite\) for response 2 of this "
+        r"batch. It is a model channel: this is a bug or a numerical overflow in the policy.$",
+    ):
+        hook.before_advantages([_experience([0.0] * 4, [0, 1, 2, 3], info)], [{"entropy": entropy}], maker)
+    entropy[2] = 4.0
+    experiences = [_experience([0.0] * 4, [0, 1, 2, 3], dict(info))]
+    logs = hook.before_advantages(experiences, [{"entropy": entropy}], maker)
+    # The channel's values become its objective; the dropped row 1 holds its group's mean of them.
+    assert experiences[0].info["obj/entropy"].tolist() == pytest.approx([1.0, 8 / 3, 4.0, 3.0])
+    assert logs["reward/dropped_samples"] == 1.0  # row 1: its reward function's only objective failed
+    r = experiences[0].rewards.tolist()
+    assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3)  # its group's mean
+
+
+def test_the_weights_log_the_step_count_and_the_timings(tmp_path):
+    """The weights log: one line per response in sample order with its prompt and the weights the aggregator drew;
+    the step counter goes into the log, the state, and back; the two calls report their time."""
+    import json
+
+    log = tmp_path / "w.jsonl"
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights_log", str(log))
+    hook = _hook(*flags, hidden_size=2)
+    hook.aggregator = recorder = _RecordingAggregator()
+    a, b = [float(i) for i in range(12)], [float(-i) for i in range(12)]
+    for _ in (1, 2):
+        experiences, outputs = _shuffled_batch(a, b, torch.zeros(12, 2), SHUFFLED, 3)
+        for e in experiences:
+            e.prompts = [f"prompt {i}" for i in e.index]
+        logs = hook.before_advantages(experiences, outputs)
+        assert 0 <= logs["reward/seconds_aggregate"] < 60
+        assert 0 <= hook.after_advantages(experiences)["reward/seconds_feedback"] < 60
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in rows] == [(s, f"prompt {i}") for s in (1, 2) for i in range(12)]
+    assert [r["weights"] for r in rows[:12]] == [{"a": a[i], "b": b[i]} for i in range(12)]  # the recorder's
+    assert hook.steps == 2 and hook.state_dict()["steps"] == 2
+    fresh = _hook(*flags, hidden_size=2)
+    fresh.aggregator = _RecordingAggregator()
+    fresh.load_state_dict(hook.state_dict())
+    assert fresh.steps == 2
+    old = {k: v for k, v in hook.state_dict().items() if k != "steps"}
+    fresh.load_state_dict(old)  # a checkpoint from before the counter existed
+    assert fresh.steps == 0
+    assert recorder.seen["rewards"].shape == (12, 2)
+
+
+def test_the_advantages_fed_back_follow_the_runs_estimator():
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--algo.advantage.estimator",
+                 "dr_grpo", hidden_size=2)  # fmt: skip
+    hook.aggregator = recorder = _RecordingAggregator()
+    a = [((7 * i) % 5) / 4 for i in range(12)]
+    experiences, outputs = _shuffled_batch(a, [0.0] * 12, torch.zeros(12, 2), SHUFFLED, 3)
+    hook.before_advantages(experiences, outputs)
+    hook.after_advantages(experiences)
+    expected = [a[i] - sum(a[i // 4 * 4 : i // 4 * 4 + 4]) / 4 for i in range(12)]  # dr_grpo: R − group mean
+    assert recorder.seen["advantages"].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_resuming_refuses_another_aggregator_or_other_objectives_and_the_standalone_file_is_the_record(tmp_path):
+    import json
+
+    saved = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", hidden_size=4).state_dict()
+    with pytest.raises(ValueError, match="aggregator='maestro', this run's has 'random'"):
+        _hook("--reward.aggregator", "random", "--reward.objectives", "a,b").load_state_dict(saved)
+    with pytest.raises(ValueError, match=r"objectives=\['a', 'b'\], this run's has \['a', 'c'\]"):
+        _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,c", hidden_size=4).load_state_dict(saved)
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", hidden_size=4)
+    path = hook.save_standalone(tmp_path / "not" / "yet")  # made with its parents
+    assert json.loads(path.with_suffix(".json").read_text()) == hook.record
 
 
 def test_a_checkpoint_of_another_models_width_is_refused_naming_both():
