@@ -227,3 +227,22 @@ def test_meta_steps_runs_that_many_adam_steps_on_the_written_out_loss(meta_steps
     assert agg.updater.optimizer.state[layer.weight]["step"].item() == meta_steps
     torch.testing.assert_close(layer.weight.detach(), weight.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(layer.bias.detach(), bias.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_an_update_every_two_calls_learns_from_both_buffered_batches(make_batch, objectives) -> None:
+    """update_every = 2: the reported meta-loss is the loss over the 2N buffered rows, not the last or first N."""
+    agg = MaestroAggregator(objectives, update_every=2, hidden_size=8, entropy_coef=0.0)
+    with torch.no_grad():
+        agg.conductor.output_layer.weight.normal_(generator=torch.Generator().manual_seed(0))
+    rows = []
+    for seed in (1, 2):
+        r, g, h = make_batch(seed=seed)
+        out = agg.aggregate(r, g, h)
+        features, actions, _ = agg._pending
+        adv = torch.linspace(-1.0, 2.0, r.shape[0]) * seed  # the two batches' advantages differ
+        log_pi = agg.conductor.log_probs(agg.conductor(features)).detach()
+        rows += [(float(a), float(log_pi[n, actions[n]])) for n, a in enumerate(adv)]
+        fb = agg.feedback(adv)
+        assert out.rewards.shape == (16,)
+    expected = -sum(a * lp for a, lp in rows) / len(rows)  # −mean(Â · log π(a|h)) over both batches
+    assert fb["maestro/updates"] == 1.0 and fb["maestro/meta_loss"] == pytest.approx(expected, rel=1e-5)
