@@ -12,7 +12,7 @@ OUT ?= outputs
 # pip on these machines warns about every absent local mirror folder; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help setup demo test test-fast test-slow lint bench-learning bench-overhead bench-real-model clean
+.PHONY: help setup demo test test-fast test-slow lint mutation bench-learning bench-overhead bench-real-model clean
 
 help:
 	@echo "make setup   create $(VENV) with the pinned CPU stack (requirements/cpu-lock.txt); a no-op once done"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-fast  the tests that need no Ray/vLLM run"
 	@echo "make test-slow  reliability runs too slow for make test (a run killed with SIGKILL, then resumed)"
 	@echo "make lint    ruff"
+	@echo "make mutation  mutation score (mutmut) of the method, spec, probe, channels, the hook's pure parts and rewards/ against the fast unit tests (~25 min; not part of make test)"
 	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~10 min)"
 	@echo "make bench-overhead  MAESTRO's step time against sum and plain GRPO in the real pipeline (~35 min)"
 	@echo "make bench-real-model  MAESTRO against gdpo, sum and random on SmolLM2-135M, 3 seeds (~95 min; resumable, SEEDS=0 for a part)"
@@ -56,6 +57,20 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# Mutants are made and tested in a scratch copy, never in the worktree: mutmut reads its configuration from the
+# folder it runs in (tests/mutation/mutmut.cfg becomes its setup.cfg) and writes mutants/ there.
+MUTATION_DIR := $(OUT)/mutation
+MUTATION_JOBS ?= 2
+mutation: setup
+	rm -rf $(MUTATION_DIR)
+	mkdir -p $(MUTATION_DIR)
+	cp -r openrlhf_maestro tests examples pytest.ini $(MUTATION_DIR)/
+	find $(MUTATION_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	cp tests/mutation/mutmut.cfg $(MUTATION_DIR)/setup.cfg
+	cd $(MUTATION_DIR) && $(abspath $(VENV))/bin/mutmut run --max-children $(MUTATION_JOBS) > mutmut-run.log 2>&1 \
+		|| { tail -c 3000 mutmut-run.log; exit 1; }
+	cd $(MUTATION_DIR) && $(abspath $(PY)) $(abspath tests/mutation/score.py) | tee score.txt
 
 bench-learning: setup
 	$(PY) bench/bench_learning.py

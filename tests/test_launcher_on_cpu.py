@@ -43,6 +43,8 @@ def test_cpu_defaults_are_added_only_when_absent():
         (["--ds.attn_implementation", "flash_attention_2"], "--ds.attn_implementation flash_attention_2 cannot run"),
         (["--vllm.sync_backend=nccl"], "--vllm.sync_backend nccl cannot run with --runtime cpu; use one of: gloo"),
         (["--ds.ring_attn_size", "2"], "--ds.ring_attn_size 2 cannot run with --runtime cpu: ring attention"),
+        (["--ds.adam_offload"], "--ds.adam_offload is not supported with --runtime cpu: DeepSpeedCPUAdam is a C"),
+        (["--vllm.sync_with_ray"], "--vllm.sync_with_ray is not supported with --runtime cpu: ray.util.collective"),
     ],
 )
 def test_flags_that_cannot_run_on_cpu_are_refused_by_name(flags, message):

@@ -148,3 +148,22 @@ def test_failure_policy_parses_from_every_source_and_refuses_what_cannot_skip():
         AggregatorSpec("maestro", ("a", "b"), options={"normalization": "batch"}, failure_policy="skip_objective")
     with pytest.raises(SystemExit):  # argparse refuses a value outside the choices
         flags("--reward.aggregator", "sum", "--reward.objectives", "a", "--reward.failure_policy", "ignore")
+
+
+def test_input_norm_none_from_the_flag_feeds_h_itself_to_the_head():
+    """--maestro.input_norm none: x = h (no 1 / rms(h)), so z = W·h + b and the policy depends on h's scale."""
+    import torch
+
+    spec = spec_from_flags(
+        flags("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--maestro.input_norm", "none")
+    )
+    conductor = spec.build(3).conductor
+    weight, bias = torch.tensor([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]]), torch.tensor([0.25, -0.5])
+    with torch.no_grad():
+        conductor.output_layer.weight.copy_(weight)
+        conductor.output_layer.bias.copy_(bias)
+    h = torch.tensor([[2.0, 1.0, -4.0], [0.5, 0.5, 0.5]])
+    features = conductor.features(h)
+    assert torch.equal(features.scale, torch.ones(2, 1))
+    assert conductor(features).tolist() == [[-1.75, -3.5], [0.0, 0.5]]  # W·h + b by hand
+    assert not torch.allclose(conductor.probs(h), conductor.probs(10 * h))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _support import REPO, SHARED, log_tail, run_example
 
 from openrlhf_maestro.report import latest_run_scalars
@@ -76,7 +77,7 @@ MATH_ROWS = [row for row in DEMO_ROWS if '"math"' in row]
 WRITING_ROWS = [row for row in DEMO_ROWS if '"math"' not in row]
 
 
-def run_on_rows(out: Path, model: Path, rows: list[str], reward_file: str, *extra_args: str) -> dict:
+def run_on_rows(out: Path, model: Path, rows: list[str], reward_file: str, *extra_args: str, **env: str) -> dict:
     """The example run on exactly `rows` (one pass over them) with the reward file tests/e2e/<reward_file>."""
     (out / "data.jsonl").write_text("\n".join(rows) + "\n")
     return run_example(
@@ -86,6 +87,7 @@ def run_on_rows(out: Path, model: Path, rows: list[str], reward_file: str, *extr
         DATA=str(out / "data.jsonl"),
         REWARD_FN=str(REPO / "tests/e2e" / reward_file),
         STEPS_PROMPTS=str(len(rows)),
+        **env,
     )
 
 
@@ -141,16 +143,39 @@ def test_nan_and_wrong_type_objectives_are_dropped_or_skipped_and_counted(policy
     out = tmp_path_factory.mktemp(f"bad-values-{policy}")
     # With DAPO's dynamic filtering on the reward function's own scores (the default), on a range all pass.
     filtering = ("--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "-10", "10")
-    run = run_on_rows(out, tiny_model_dir, rows, "bad_values_reward.py", "--reward.failure_policy", policy, *filtering)
+    # OpenRLHF's own advantages of every response, per step (tests/e2e/recording_advantages.py).
+    record = out / "record"
+    record.mkdir()
+    recording = ("--reward.plugins", str(REPO / "tests/e2e/recording_advantages.py"))
+    run = run_on_rows(
+        out,
+        tiny_model_dir,
+        rows,
+        "bad_values_reward.py",
+        "--reward.failure_policy",
+        policy,
+        *filtering,
+        *recording,
+        MAESTRO_RECORD_DIR=str(record),
+    )
     assert run["returncode"] == 0, log_tail(run)
+    responses = [row for step in (1, 2) for row in torch.load(record / f"advantages{step}.pt", weights_only=True)]
+    assert len(responses) == 32 and all(bool(torch.isfinite(r["advantages"]).all()) for r in responses)
+    arithmetic = [r for r in responses if "What is" in r["prompt"]]  # every one has a bad match or length
+    assert len(arithmetic) == 16
     scalars = latest_run_scalars(run["out"] / "tensorboard")
     dropped = sum(scalars["train/reward/dropped_samples"].values())
-    if policy == "drop_response":  # the whole response: zero advantage
+    if policy == "drop_response":  # the whole response: zero advantage, at every token, in OpenRLHF's own tensors
         assert dropped == 16 and not any(tag.startswith("train/reward/skipped/") for tag in scalars)
+        assert all(r["advantages"].abs().max() == 0 for r in arithmetic), [r["advantages"] for r in arithmetic]
+        assert any(r["advantages"].abs().max() > 0.1 for r in responses if "What is" not in r["prompt"])
     else:  # only the bad objective, counted per objective; no response dropped whole
         assert dropped == 0
         skipped = {n: sum(scalars[f"train/reward/skipped/{n}"].values()) for n in ("format", "length", "match")}
         assert skipped == {"format": 0, "length": 8, "match": 8}, skipped
+    # reward/invalid: the share of responses whose reward-function output failed whole (OpenRLHF's batch mean of
+    # the per-sample flag); under skip_objective a bad objective fails only itself.
+    assert scalars["train/reward/invalid"] == ({1: 0.5, 2: 0.5} if policy == "drop_response" else {1: 0.0, 2: 0.0})
     for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match", "train/reward"):
         assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
     # accepted responses / consumed prompts x 100 (OpenRLHF's figure): every group of 4 passed

@@ -24,6 +24,7 @@ from openrlhf_maestro.channels import token_entropy
 from openrlhf_maestro.integration.actor import _ChannelPolicyModelActor
 from openrlhf_maestro.integration.flags import add_plugin_arguments, spec_from_flags, validate
 from openrlhf_maestro.integration.hook import (
+    INVALID_KEY,
     AggregatorHook,
     InvalidSampleError,
     MissingObjectiveError,
@@ -35,7 +36,13 @@ from openrlhf_maestro.integration.hook import (
 )
 from openrlhf_maestro.integration.model_channels import ChannelInputError, reward_model_scores
 from openrlhf_maestro.integration.probing import local_context_rows, pad_packed, probing
-from openrlhf_maestro.method import GROUP_ESTIMATORS, GDPOAggregator, group_advantages
+from openrlhf_maestro.method import (
+    GROUP_ESTIMATORS,
+    AggregateOutput,
+    GDPOAggregator,
+    RewardAggregator,
+    group_advantages,
+)
 from openrlhf_maestro.probe import PolicyProbe, context_rows, gather_rows, terminal_positions
 
 
@@ -329,6 +336,18 @@ def _experience(rewards, index, info=None, num_actions=3):
     )
 
 
+def _openrlhf_advantages(estimator: str, n: int) -> RemoteExperienceMaker:
+    """OpenRLHF's real experience maker, only for its ``compute_advantages_and_returns`` (KL off, no length
+    penalties): no models, no Ray."""
+    args = SimpleNamespace(
+        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
+        algo=SimpleNamespace(advantage=SimpleNamespace(estimator=estimator, gamma=1.0, no_std_norm=False)),
+        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
+        data=SimpleNamespace(max_len=16),
+    )
+    return RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+
+
 @pytest.mark.parametrize("estimator", GROUP_ESTIMATORS)
 def test_feedback_advantages_equal_openrlhfs_own(estimator):
     """OpenRLHF's real compute_advantages_and_returns with KL off: the per-response return is its advantage."""
@@ -337,13 +356,7 @@ def test_feedback_advantages_equal_openrlhfs_own(estimator):
     rewards = torch.randn(12).tolist()
     order = [5, 0, 9, 3, 11, 1, 7, 2, 10, 4, 8, 6]  # micro-batches hold samples out of prompt order
     experiences = [_experience([rewards[i] for i in order[k : k + 3]], order[k : k + 3]) for k in range(0, 12, 3)]
-    args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
-        algo=SimpleNamespace(advantage=SimpleNamespace(estimator=estimator, gamma=1.0, no_std_norm=False)),
-        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
-        data=SimpleNamespace(max_len=16),
-    )
-    maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+    maker = _openrlhf_advantages(estimator, n)
     ours = group_advantages(torch.cat([e.rewards for e in experiences]), group_ids_of(experiences, n), estimator)
     theirs = torch.cat([e.info["return"] for e in maker.compute_advantages_and_returns(experiences)])
     if estimator == "reinforce_baseline":  # OpenRLHF then whitens over the batch (experience_maker.py 323-338)
@@ -369,13 +382,7 @@ def test_gdpo_under_its_estimator_gives_the_gdpo_advantage_written_out_independe
         exp = _experience([float(scalar[i]) for i in rows], rows)
         exp.action_mask = torch.tensor([[t < lengths[i] for t in range(3)] for i in rows])
         experiences.append(exp)
-    args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=n, max_new_tokens=8),
-        algo=SimpleNamespace(advantage=SimpleNamespace(estimator="reinforce_baseline", gamma=1.0, no_std_norm=False)),
-        reward=SimpleNamespace(clip_range=(-100, 100), overlong_buffer_len=None, stop_properly_penalty_coef=None),
-        data=SimpleNamespace(max_len=16),
-    )
-    maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), SimpleNamespace(args=args), None)
+    maker = _openrlhf_advantages("reinforce_baseline", n)
     theirs = [
         float(e.advantages[b, t])
         for e in maker.compute_advantages_and_returns(experiences)
@@ -414,6 +421,8 @@ def test_objectives_are_read_in_experience_order_and_a_missing_one_is_named():
     assert matrix.tolist() == [[0.5, 1.0], [0.25, 0.0], [0.75, 1.0]]
     with pytest.raises(MissingObjectiveError, match=r"no 'obj/preference' for objective 'preference'.*obj/format"):
         objective_matrix(experiences, ["format", "preference"])
+    with pytest.raises(MissingObjectiveError, match=r"it reported no obj/\* keys\. Put extra_logs\['obj/format'\]"):
+        objective_matrix([_experience([0.0], [0])], ["format"])
     assert group_ids_of(experiences, 2).tolist() == [0, 0, 1]
 
 
@@ -476,7 +485,11 @@ def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
     with pytest.raises(ChannelInputError, match="--reward.model_name_or_path"):
         hook.before_advantages(experiences, maker)
     experiences[0].info["obj/preference"] = torch.ones(2)
-    with pytest.raises(InvalidSampleError, match=r"reports \['preference'\], which are model channels"):
+    with pytest.raises(
+        InvalidSampleError,
+        match=r"reports \['preference'\], which are model channels the plugin comp"
+        r"utes itself; rename the reward function's objective$",
+    ):
         hook.before_advantages(experiences, maker)
 
 
@@ -551,3 +564,245 @@ def test_a_reward_model_score_openrlhf_already_computed_is_read_not_recomputed()
     ]
     # No experience maker: reading the score OpenRLHF put in info must not dispatch anything.
     assert reward_model_scores("preference", experiences, None).tolist() == [0.25, -1.0, 3.0]
+
+
+# ---- the hook's sample order and its failure policies, against values worked out by hand --------------------
+SHUFFLED = [5, 0, 9, 3, 11, 1, 7, 2, 10, 4, 8, 6]  # micro-batches of 3 out of sample order (dynamic batching)
+
+
+class _RecordingAggregator(RewardAggregator):
+    """Records what the hook hands it; R = a + 10·h₀, so each R names the objectives and the h it was given."""
+
+    needs_hidden = True
+    learns_from_advantages = True
+
+    def __init__(self) -> None:
+        super().__init__(["a", "b"])
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def aggregate(self, rewards, group_ids, hidden=None) -> AggregateOutput:
+        self.seen.update(rewards=rewards.clone(), group_ids=group_ids.clone(), hidden=hidden.clone())
+        return AggregateOutput(torch.nan_to_num(rewards[:, 0]) + 10 * hidden[:, 0], weights=rewards.clone())
+
+    def feedback(self, advantages) -> dict[str, float]:
+        self.seen["advantages"] = advantages.clone()
+        return {}
+
+
+def _shuffled_batch(a: list[float], b: list[float], hidden: torch.Tensor, order: list[int], size: int):
+    """Experiences of ``size`` samples in ``order`` with obj/a, obj/b, and the probe's h of each in their info."""
+    experiences, outputs = [], []
+    for k in range(0, len(order), size):
+        rows = order[k : k + size]
+        info = {"obj/a": torch.tensor([a[i] for i in rows]), "obj/b": torch.tensor([b[i] for i in rows])}
+        outputs.append({"hidden": hidden[rows]})
+        info.update(outputs[-1])  # where the policy-probe patch and the launcher put what the probe read
+        experiences.append(_experience([0.0] * len(rows), rows, info))
+    return experiences, outputs
+
+
+def test_r_h_and_the_advantages_make_the_round_trip_through_sample_order():
+    """The aggregator sees objectives and h in sample order; R goes back to each sample; the advantages fed back
+    are in sample order again and equal OpenRLHF's own."""
+    a = [((7 * i) % 5) / 4 for i in range(12)]
+    b = [float(i) for i in range(12)]
+    hidden = torch.tensor([[((5 * i) % 7) / 10 - 0.3, -float(i)] for i in range(12)])
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", hidden_size=2)
+    hook.aggregator = recorder = _RecordingAggregator()
+    experiences, outputs = _shuffled_batch(a, b, hidden, SHUFFLED, 3)
+    hook.before_advantages(experiences)
+    assert recorder.seen["rewards"].tolist() == [[a[i], b[i]] for i in range(12)]
+    assert torch.equal(recorder.seen["hidden"], hidden)
+    assert recorder.seen["group_ids"].tolist() == [i // 4 for i in range(12)]
+    r = [a[i] + 10 * float(hidden[i, 0]) for i in range(12)]  # what each sample's R must be
+    for e in experiences:
+        assert e.rewards.tolist() == pytest.approx([r[i] for i in e.index], abs=1e-6)
+        assert torch.equal(e.info["reward"], e.rewards)
+    hook.after_advantages(experiences)
+    expected = []  # group_norm by hand: (R − μ_g) / (σ_g + 1e-9), σ unbiased
+    for i in range(12):
+        group = r[i // 4 * 4 : i // 4 * 4 + 4]
+        mu = sum(group) / 4
+        sd = math.sqrt(sum((x - mu) ** 2 for x in group) / 3)
+        expected.append((r[i] - mu) / (sd + 1e-9))
+    assert recorder.seen["advantages"].tolist() == pytest.approx(expected, abs=1e-5)
+    theirs = {}
+    for e in _openrlhf_advantages("group_norm", 4).compute_advantages_and_returns(experiences):
+        theirs.update(zip(e.index, e.advantages[:, -1].tolist(), strict=True))
+    assert [theirs[i] for i in range(12)] == pytest.approx(expected, abs=1e-5)
+
+
+def _failure_batch(policy: str, a: list[float], b: list[float], flagged: list[int]):
+    """8 responses of 2 prompts through a real maestro hook under ``policy``, micro-batches out of sample order;
+    ``flagged`` rows are the ones the experience maker marked as failed (their reward function raised)."""
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.failure_policy", policy)
+    hook = _hook(*flags, hidden_size=4)
+    hidden = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
+    experiences, outputs = _shuffled_batch(a, b, hidden, [3, 6, 1, 4, 0, 7, 2, 5], 2)
+    for e in experiences:
+        e.info[INVALID_KEY] = torch.tensor([float(i in flagged) for i in e.index])
+    logs = hook.before_advantages(experiences)
+    r = {i: float(v) for e in experiences for i, v in zip(e.index, e.rewards, strict=True)}
+    return experiences, logs, r
+
+
+def _advantages_by_sample(experiences: list, estimator: str) -> dict[int, list[float]]:
+    """OpenRLHF's own per-token advantages of each response, by sample index."""
+    maker = _openrlhf_advantages(estimator, 4)
+    out = {}
+    for e in maker.compute_advantages_and_returns(experiences):
+        out.update(zip(e.index, e.advantages.tolist(), strict=True))
+    return out
+
+
+@pytest.mark.parametrize("estimator", GROUP_ESTIMATORS)
+def test_a_dropped_response_gets_zero_advantage_from_openrlhf(estimator):
+    """drop_response: a flagged response (NaN placeholders) and one with a NaN objective are dropped; each takes
+    its group's mean R, so OpenRLHF's advantage of it is 0 at every token (to float32 rounding), while the
+    maestro aggregator's own R of such a row (its normalized objectives are 0) is not that mean."""
+    nan = float("nan")
+    a = [0.2, nan, 0.9, 0.4, 0.1, 0.7, nan, 0.3]
+    b = [1.0, nan, 0.0, 0.5, 0.25, 0.0, 1.0, 0.75]
+    experiences, logs, r = _failure_batch("drop_response", a, b, flagged=[1])
+    assert logs["reward/dropped_samples"] == 2.0
+    assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3, abs=1e-6)
+    assert r[6] == pytest.approx((r[4] + r[5] + r[7]) / 3, abs=1e-6)
+    advantages = _advantages_by_sample(experiences, estimator)
+    for dropped in (1, 6):
+        assert advantages[dropped] == pytest.approx([0.0] * 3, abs=1e-6), (dropped, advantages[dropped])
+    assert max(abs(advantages[i][0]) for i in (0, 2, 3, 4, 5, 7)) > 0.1  # the others still carry a signal
+
+
+def test_skip_objective_drops_a_row_with_every_objective_missing_and_skips_single_ones():
+    """skip_objective: a response missing every objective is dropped whole (finite R, its group's mean, zero
+    advantage); one missing only ``a`` keeps a finite R from ``b`` and is counted as a skip of ``a``."""
+    nan = float("nan")
+    a = [0.2, nan, 0.9, 0.4, 0.1, 0.7, nan, 0.3]
+    b = [1.0, nan, 0.0, 0.5, 0.25, 0.0, 1.0, 0.75]
+    # Row 5's reward function raised (flagged by the experience maker) although its placeholders are finite.
+    experiences, logs, r = _failure_batch("skip_objective", a, b, flagged=[5])
+    assert logs["reward/dropped_samples"] == 2.0
+    assert (logs["reward/skipped/a"], logs["reward/skipped/b"]) == (1.0, 0.0)  # row 1 is dropped, not skipped
+    assert all(math.isfinite(v) for v in r.values()), r
+    assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3, abs=1e-6)
+    assert r[5] == pytest.approx((r[4] + r[6] + r[7]) / 3, abs=1e-6)
+    advantages = _advantages_by_sample(experiences, "group_norm")
+    assert advantages[1] == pytest.approx([0.0] * 3, abs=1e-6) and advantages[5] == pytest.approx([0.0] * 3, abs=1e-6)
+    assert abs(advantages[6][0]) > 1e-3  # scored on b alone, not dropped
+    # OpenRLHF's own obj/* logs stay finite: each absent entry holds its group's mean of that objective.
+    obj_a = {i: float(v) for e in experiences for i, v in zip(e.index, e.info["obj/a"], strict=True)}
+    assert obj_a[1] == pytest.approx((0.2 + 0.9 + 0.4) / 3)
+    assert obj_a[6] == pytest.approx((0.1 + 0.3) / 2)  # row 5 is out too
+    # What the aggregator is handed: NaN exactly where an objective is left out (it renormalizes the rest).
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.failure_policy",
+                 "skip_objective", hidden_size=2)  # fmt: skip
+    hook.aggregator = recorder = _RecordingAggregator()
+    batch, outputs = _shuffled_batch(a, b, torch.zeros(8, 2), [3, 6, 1, 4, 0, 7, 2, 5], 2)
+    hook.before_advantages(batch)
+    missing = torch.isnan(recorder.seen["rewards"]).nonzero().tolist()
+    assert missing == [[1, 0], [1, 1], [6, 0]]
+
+
+def test_a_failed_objective_under_stop_names_the_row_the_value_and_the_ways_out():
+    hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "a,b")
+    info = {"obj/a": torch.tensor([0.5, float("nan"), 0.25, 1.0]), "obj/b": torch.ones(4)}
+    with pytest.raises(InvalidSampleError) as err:
+        hook.before_advantages([_experience([0.0] * 4, [0, 1, 2, 3], info)])
+    assert str(err.value) == (
+        "objective 'a' is nan (not finite) for response 1 of this batch. Fix the reward function, or pass "
+        "--reward.failure_policy drop_response (zero advantage for such responses) or skip_objective (leave out "
+        "only that objective)."
+    )
+    info["obj/a"] = torch.tensor([0.5, 0.75, 0.25, 1.0])
+    logs = hook.before_advantages([_experience([0.0] * 4, [0, 1, 2, 3], info)])
+    assert not any(key.startswith("reward/dropped") or key.startswith("reward/skipped") for key in logs), logs
+
+
+@pytest.mark.parametrize("policy", ["drop_response", "skip_objective"])
+def test_a_non_finite_model_channel_always_stops(policy):
+    """A policy_logits channel (entropy) comes from the policy forward; NaN there is a bug, never a dropped sample.
+    Under skip_objective a response missing its only function objective is dropped whole, whatever its channels."""
+    flags = ("--reward.aggregator", "sum", "--reward.objectives", "a,entropy", "--reward.failure_policy", policy)
+    hook = _hook(*flags)
+    maker = SimpleNamespace()  # the policy_logits channel reads only the probe's outputs, not the experience maker
+    info = {"obj/a": torch.tensor([0.5, float("nan"), 0.25, 1.0])}
+    entropy = torch.tensor([1.0, 2.0, float("nan"), 3.0])
+    with pytest.raises(
+        InvalidSampleError,
+        match=r"objective 'entropy' is nan \(not finite\) for response 2 of this "
+        r"batch. It is a model channel: this is a bug or a numerical overflow in the policy.$",
+    ):
+        hook.before_advantages([_experience([0.0] * 4, [0, 1, 2, 3], {**info, "entropy": entropy.clone()})], maker)
+    entropy[2] = 4.0
+    experiences = [_experience([0.0] * 4, [0, 1, 2, 3], {**info, "entropy": entropy})]
+    logs = hook.before_advantages(experiences, maker)
+    # The channel's values become its objective; the dropped row 1 holds its group's mean of them.
+    assert experiences[0].info["obj/entropy"].tolist() == pytest.approx([1.0, 8 / 3, 4.0, 3.0])
+    assert logs["reward/dropped_samples"] == 1.0  # row 1: its reward function's only objective failed
+    r = experiences[0].rewards.tolist()
+    assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3)  # its group's mean
+
+
+def test_the_weights_log_the_step_count_and_the_timings(tmp_path):
+    """The weights log: one line per response in sample order with its prompt and the weights the aggregator drew;
+    the step counter goes into the log, the state, and back; the two calls report their time."""
+    import json
+
+    log = tmp_path / "w.jsonl"
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights_log", str(log))
+    hook = _hook(*flags, hidden_size=2)
+    hook.aggregator = recorder = _RecordingAggregator()
+    a, b = [float(i) for i in range(12)], [float(-i) for i in range(12)]
+    for _ in (1, 2):
+        experiences, outputs = _shuffled_batch(a, b, torch.zeros(12, 2), SHUFFLED, 3)
+        for e in experiences:
+            e.prompts = [f"prompt {i}" for i in e.index]
+        logs = hook.before_advantages(experiences)
+        assert 0 <= logs["reward/seconds_aggregate"] < 60
+        assert 0 <= hook.after_advantages(experiences)["reward/seconds_feedback"] < 60
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in rows] == [(s, f"prompt {i}") for s in (1, 2) for i in range(12)]
+    assert [r["weights"] for r in rows[:12]] == [{"a": a[i], "b": b[i]} for i in range(12)]  # the recorder's
+    assert hook.steps == 2 and hook.state_dict()["steps"] == 2
+    fresh = _hook(*flags, hidden_size=2)
+    fresh.aggregator = _RecordingAggregator()
+    fresh.load_state_dict(hook.state_dict())
+    assert fresh.steps == 2
+    old = {k: v for k, v in hook.state_dict().items() if k != "steps"}
+    fresh.load_state_dict(old)  # a checkpoint from before the counter existed
+    assert fresh.steps == 0
+    assert recorder.seen["rewards"].shape == (12, 2)
+
+
+def test_the_advantages_fed_back_follow_the_runs_estimator():
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--algo.advantage.estimator",
+                 "dr_grpo", hidden_size=2)  # fmt: skip
+    hook.aggregator = recorder = _RecordingAggregator()
+    a = [((7 * i) % 5) / 4 for i in range(12)]
+    experiences, outputs = _shuffled_batch(a, [0.0] * 12, torch.zeros(12, 2), SHUFFLED, 3)
+    hook.before_advantages(experiences)
+    hook.after_advantages(experiences)
+    expected = [a[i] - sum(a[i // 4 * 4 : i // 4 * 4 + 4]) / 4 for i in range(12)]  # dr_grpo: R − group mean
+    assert recorder.seen["advantages"].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_resuming_refuses_another_aggregator_or_other_objectives_and_the_standalone_file_is_the_record(tmp_path):
+    import json
+
+    saved = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", hidden_size=4).state_dict()
+    with pytest.raises(ValueError, match="aggregator='maestro', this run's has 'random'"):
+        _hook("--reward.aggregator", "random", "--reward.objectives", "a,b").load_state_dict(saved)
+    with pytest.raises(ValueError, match=r"objectives=\['a', 'b'\], this run's has \['a', 'c'\]"):
+        _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,c", hidden_size=4).load_state_dict(saved)
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a,b", hidden_size=4)
+    path = hook.save_standalone(tmp_path / "not" / "yet")  # made with its parents
+    assert json.loads(path.with_suffix(".json").read_text()) == hook.record
+
+
+def test_a_checkpoint_of_another_models_width_is_refused_naming_both():
+    """check_resumable: the same aggregator and objectives, but a policy of another hidden size (another model)."""
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "format,length")
+    saved = _hook(*flags, hidden_size=8).state_dict()
+    with pytest.raises(ValueError, match=r"hidden_size=8, this run's has 16; resume with the same aggregator flags"):
+        _hook(*flags, hidden_size=16).load_state_dict(saved)
+    _hook(*flags, hidden_size=8).load_state_dict(saved)  # the same width resumes

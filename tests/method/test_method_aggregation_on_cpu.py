@@ -131,3 +131,23 @@ def test_registry_reregister_same_ok_conflict_raises() -> None:
     finally:
         aggregation_module._AGGREGATORS.pop("test_custom", None)
     assert get_aggregator("sum") is SumAggregator
+
+
+@pytest.mark.parametrize("mode", ["discrete", "dirichlet"])
+def test_action_frequencies_count_every_action_of_a_mixed_policy(mode: str) -> None:
+    """h = e_k picks action k (a head W = 1000·I, no floor): over rows whose chosen actions are counted by hand,
+    maestro/action/<name> is each action's share and maestro/weight/<name> the mean of w(a) = (1 − β)/K + β·e_a."""
+    chosen = [0, 0, 1, 0, 2, 1, 0, 1]  # shares 4/8, 3/8, 1/8
+    hidden = torch.eye(3)[chosen]
+    agg = MaestroAggregator(["a", "b", "c"], hidden_size=3, min_prob=0.0, beta=0.5, mode=mode)
+    with torch.no_grad():
+        agg.conductor.output_layer.weight.copy_(1000.0 * torch.eye(3))
+        agg.conductor.output_layer.bias.zero_()
+    rewards = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    out = agg.aggregate(rewards, torch.arange(8) // 4, hidden)
+    shares = {"a": 4 / 8, "b": 3 / 8, "c": 1 / 8}
+    for name, share in shares.items():
+        assert out.metrics[f"maestro/action/{name}"] == pytest.approx(share)
+    if mode == "discrete":  # the drawn weights are exactly w(a); a Dirichlet draw is only near the vertex
+        for name, share in shares.items():
+            assert out.metrics[f"maestro/weight/{name}"] == pytest.approx(0.5 / 3 + 0.5 * share, rel=1e-6)

@@ -29,6 +29,10 @@ def test_weight_map_on_simplex_and_above_prior_floor(beta: float) -> None:
 
 def test_uniform_prior_default() -> None:
     assert torch.equal(validate_prior(None, 4), torch.full((4,), 0.25))
+    # One objective is a valid aggregation (its prior is 1); none is not, and the error says so.
+    assert validate_prior(None, 1).tolist() == [1.0] and validate_prior(torch.tensor([3.0]), 1).tolist() == [1.0]
+    with pytest.raises(ValueError, match="need at least one objective, got K=0"):
+        validate_prior(None, 0)
 
 
 @pytest.mark.parametrize("tau,min_prob", [(1.0, 0.02), (0.5, 0.1), (2.0, 0.0)])
@@ -92,12 +96,19 @@ def test_dirichlet_mode_samples_simplex_with_finite_log_prob() -> None:
     assert torch.allclose(s.actions.sum(-1), torch.ones(500), atol=1e-5)
     assert torch.allclose(s.weights.sum(-1), torch.ones(500), atol=1e-5)
     assert bool((s.weights >= 0.5 / 3 - 1e-6).all())
-    assert bool(torch.isfinite(s.log_prob).all())
-    # Tiny concentrations put samples on the faces; the clamp keeps log Dir(s; α) finite.
+    # Dir(1, 1, 1) is uniform on the simplex: its density is Γ(3) = 2 everywhere, so log Dir(s; α) = log 2.
+    assert torch.allclose(s.log_prob, torch.full((500,), math.log(2.0)), atol=1e-4)
+    # Tiny concentrations put samples on the faces; the clamp keeps log Dir(s; α) finite, and it is the density
+    # written out: log Γ(Σα) − Σ log Γ(α_k) + Σ (α_k − 1) log s_k, α = softplus(−30) + 1e-3.
     with torch.no_grad():
         c.output_layer.bias.fill_(-30.0)
-    s = c.sample(h)
-    assert bool(torch.isfinite(s.log_prob).all()) and bool(torch.isfinite(s.weights).all())
+    s = c.sample(h[:20])
+    alpha = math.log1p(math.exp(-30.0)) + 1e-3
+    for point, log_prob in zip(s.actions.tolist(), s.log_prob.tolist(), strict=True):
+        assert min(point) >= 1e-6 / (1 + 3e-6) and sum(point) == pytest.approx(1.0, abs=1e-6)  # clamped, renormed
+        density = math.lgamma(3 * alpha) - 3 * math.lgamma(alpha) + sum((alpha - 1) * math.log(x) for x in point)
+        assert log_prob == pytest.approx(density, rel=1e-4)
+    assert torch.allclose(s.weights, 0.5 / 3 + 0.5 * s.actions, atol=1e-7)
     assert torch.allclose(c.expected_weights(h).sum(-1), torch.ones(500), atol=1e-5)
 
 
