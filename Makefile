@@ -21,7 +21,7 @@ help:
 	@echo "make test-fast  the tests that need no Ray/vLLM run"
 	@echo "make test-slow  reliability runs too slow for make test (a run killed with SIGKILL, then resumed)"
 	@echo "make lint    ruff"
-	@echo "make mutation  mutation score (mutmut) of the method, spec, probe, channels, the hook's pure parts and rewards/ against the fast unit tests (~25 min; not part of make test)"
+	@echo "make mutation  mutation score (mutmut) of the method, spec, probe, channels, the hook's pure parts and rewards/ against the fast unit tests (about an hour on 2 shared cores; not part of make test)"
 	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~10 min)"
 	@echo "make bench-overhead  MAESTRO's step time against sum and plain GRPO in the real pipeline (~35 min)"
 	@echo "make bench-real-model  MAESTRO against gdpo, sum and random on SmolLM2-135M, 3 seeds (~95 min; resumable, SEEDS=0 for a part)"

@@ -29,6 +29,7 @@ from openrlhf_maestro.integration.hook import (
     InvalidSampleError,
     MissingObjectiveError,
     append_weights_log,
+    fill_absent_entries,
     group_ids_of,
     load_standalone,
     objective_matrix,
@@ -806,3 +807,22 @@ def test_a_checkpoint_of_another_models_width_is_refused_naming_both():
     with pytest.raises(ValueError, match=r"hidden_size=8, this run's has 16; resume with the same aggregator flags"):
         _hook(*flags, hidden_size=16).load_state_dict(saved)
     _hook(*flags, hidden_size=8).load_state_dict(saved)  # the same width resumes
+
+
+def test_an_objective_absent_from_a_whole_group_is_filled_with_zero():
+    nan = float("nan")
+    values = torch.tensor([[1.0, 5.0], [2.0, nan], [3.0, 7.0], [4.0, nan]])
+    absent = torch.tensor([[False, False], [False, True], [True, False], [True, True]])
+    filled = fill_absent_entries(values, absent, torch.tensor([0, 0, 1, 1]))
+    assert filled.tolist() == [[1.0, 5.0], [2.0, 5.0], [0.0, 7.0], [0.0, 7.0]]
+
+
+def test_a_hidden_state_aggregator_without_hidden_states_names_the_fix():
+    hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a", hidden_size=2)
+    experiences = [_experience([0.0] * 4, [0, 1, 2, 3], {"obj/a": torch.rand(4)})]
+    message = (
+        r"^OpenRLHF passed no hidden states to the 'maestro' aggregator, which needs them: apply "
+        r"patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher$"
+    )
+    with pytest.raises(RuntimeError, match=message):
+        hook.before_advantages(experiences, None)
