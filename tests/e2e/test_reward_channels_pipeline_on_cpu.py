@@ -173,9 +173,15 @@ def test_nan_and_wrong_type_objectives_are_dropped_or_skipped_and_counted(policy
         assert dropped == 0
         skipped = {n: sum(scalars[f"train/reward/skipped/{n}"].values()) for n in ("format", "length", "match")}
         assert skipped == {"format": 0, "length": 8, "match": 8}, skipped
-    # reward/invalid: the share of responses whose reward-function output failed whole (OpenRLHF's batch mean of
-    # the per-sample flag); under skip_objective a bad objective fails only itself.
-    assert scalars["train/reward/invalid"] == ({1: 0.5, 2: 0.5} if policy == "drop_response" else {1: 0.0, 2: 0.0})
+    # reward/invalid: the share of a step's 16 responses whose reward-function output failed whole (OpenRLHF's
+    # batch mean of the per-sample flag): under drop_response each is one dropped response of that step (which
+    # prompts a step draws depends on the sampler); under skip_objective a bad objective fails only itself.
+    invalid = scalars["train/reward/invalid"]
+    if policy == "drop_response":
+        assert {s: v * 16 for s, v in invalid.items()} == scalars["train/reward/dropped_samples"], invalid
+        assert sum(invalid.values()) == 1.0, invalid  # 16 of 32 responses
+    else:
+        assert invalid == {1: 0.0, 2: 0.0}, invalid
     for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match", "train/reward"):
         assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
     # accepted responses / consumed prompts x 100 (OpenRLHF's figure): every group of 4 passed
