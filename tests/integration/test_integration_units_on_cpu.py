@@ -821,8 +821,8 @@ def test_a_hidden_state_aggregator_without_hidden_states_names_the_fix():
     hook = _hook("--reward.aggregator", "maestro", "--reward.objectives", "a", hidden_size=2)
     experiences = [_experience([0.0] * 4, [0, 1, 2, 3], {"obj/a": torch.rand(4)})]
     message = (
-        r"^OpenRLHF passed no hidden states to the 'maestro' aggregator, which needs them: apply "
-        r"patches/openrlhf-0.11.2-reward-aggregator.patch in full, or use the plugin's launcher$"
+        r"^OpenRLHF put no policy-probe values \['hidden'\] into the experiences: apply "
+        r"patches/openrlhf-0.11.2-policy-probe.patch \(after -reward-aggregator.patch\), or use the plugin's launcher$"
     )
     with pytest.raises(RuntimeError, match=message):
         hook.before_advantages(experiences, None)
