@@ -49,7 +49,7 @@ def _vocabulary(model_dir: Path) -> int:
     return json.loads((model_dir / "config.json").read_text())["vocab_size"]
 
 
-def test_a_worker_process_samples_at_temperature_1_with_no_compiled_kernel(tiny_model_dir):
+def test_a_worker_process_samples_at_temperature_1_with_the_runtimes_sampler_for_this_cpu(tiny_model_dir):
     # The AMX crash needs a small vocabulary (4,096 crashed, 16,384 did not); the tiny model's is smaller.
     assert _vocabulary(tiny_model_dir) <= 4096
     report = _probe(tiny_model_dir, "mp", "native")
