@@ -1,8 +1,8 @@
 """openrlhf-maestro: MAESTRO multi-objective GRPO as a plugin for OpenRLHF 0.11.2.
 
-Dependencies are declared so that ``pip install openrlhf-maestro`` next to an existing OpenRLHF GPU
-install adds nothing heavy: OpenRLHF, torch, DeepSpeed, vLLM, Ray and transformers are required but are
-already satisfied there, and none is pinned tighter than OpenRLHF 0.11.2 pins it itself. The CPU
+Dependencies are declared so that ``pip install -e .`` from a clone (the package is not on PyPI yet) next to
+an existing OpenRLHF GPU install adds nothing heavy: OpenRLHF, torch, DeepSpeed, vLLM, Ray and transformers are
+required but are already satisfied there, and none is pinned tighter than OpenRLHF 0.11.2 pins it itself. The CPU
 development stack is not installed from here: ``make setup`` installs ``requirements/cpu-lock.txt``
 (with vLLM's CPU build) and then this package with ``--no-deps``.
 """

@@ -19,6 +19,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_launcher(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m openrlhf_maestro.cli.train_ppo_ray ARGS` from the repository root, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "openrlhf_maestro.cli.train_ppo_ray", *args],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_example(out: Path, model: Path, *extra_args: str, timeout: int = 1500, **env_overrides: str) -> dict:
     """Run examples/scripts/train_grpo_tiny_cpu.sh (the real pipeline) into ``out``; never raises on failure.
 

@@ -122,8 +122,9 @@ def test_chunked_bf16_entropy_at_temperature_0_6_equals_the_float32_full_computa
 
 
 def test_any_channel_reads_bf16_logits_in_chunks_as_it_would_read_the_float32_scaled_ones():
-    """ModelChannel.per_token_in_chunks for a channel that defines only per_token (the README's example): the
-    same values as per_token on the whole float32 logits / temperature, whatever the chunking."""
+    """ModelChannel.per_token_in_chunks for a channel that defines only per_token (the example in
+    docs/integration.md): the same values as per_token on the whole float32 logits / temperature, whatever the
+    chunking."""
 
     class MaxProb(ModelChannel):
         name, source = "max_prob_test", "policy_logits"
