@@ -202,7 +202,7 @@ def run_once(args: argparse.Namespace, model: Path, variant: str, round_no: int)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     tag = uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if k not in ("MAESTRO_RUNTIME", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENRLHF_CPU_RUNTIME", "PYTHONPATH")}
     env.update(
         MODEL=str(model),
         OUT=str(out),

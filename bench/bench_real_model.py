@@ -118,7 +118,7 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
     out = args.workdir / "runs" / f"{method}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k != "MAESTRO_RUNTIME"}
+    env = {k: v for k, v in os.environ.items() if k != "OPENRLHF_CPU_RUNTIME"}
     env.update(
         MODEL=str(args.model),
         OUT=str(out),

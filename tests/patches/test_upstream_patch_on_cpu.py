@@ -380,7 +380,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
     port = free_port()
     env = clean_env(
         **CPU_ENV,
-        MAESTRO_RUNTIME="cpu",  # the CPU runtime's sitecustomize patches every Ray worker and vLLM process
+        OPENRLHF_CPU_RUNTIME="cpu",  # the CPU runtime's sitecustomize patches every Ray worker and vLLM process
         PYTHONPATH=os.pathsep.join([str(SITE_DIR), str(patched_tree)]),
         RAY_USAGE_STATS_ENABLED="0",
     )
