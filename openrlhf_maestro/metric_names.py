@@ -93,6 +93,10 @@ def model_channel_key(channel: str, name: str) -> str:
 
 _HOOK_KEYS = (INVALID, DROPPED_SAMPLES, POLICY_FORWARDS, SECONDS_AGGREGATE, SECONDS_FEEDBACK)
 _HOOK_NAMESPACES = (SKIPPED_PREFIX,)
+RESERVED_OBJECTIVES: tuple[str, ...] = tuple(
+    key.removeprefix(REWARD_PREFIX).rstrip("/") for key in (*_HOOK_KEYS, *_HOOK_NAMESPACES)
+)
+"""The objective names ``colliding_key`` refuses."""
 
 
 def colliding_key(objective: str) -> str | None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from openrlhf_maestro.method import build_aggregator
-from openrlhf_maestro.metric_names import METRICS, colliding_key, documented
+from openrlhf_maestro.metric_names import METRICS, RESERVED_OBJECTIVES, colliding_key, documented
 
 
 @pytest.mark.parametrize(
@@ -22,6 +22,7 @@ from openrlhf_maestro.metric_names import METRICS, colliding_key, documented
 )
 def test_the_hooks_own_reward_keys_collide(objective, key):
     assert colliding_key(objective) == key
+    assert objective in RESERVED_OBJECTIVES  # the list the reference prints
 
 
 @pytest.mark.parametrize("objective", ["format", "length", "invalid_answer", "skipped_steps", "seconds", "obj"])
