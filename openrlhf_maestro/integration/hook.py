@@ -17,7 +17,8 @@ Per rollout batch, between OpenRLHF's model forwards and its advantages:
     state_dict / load_state_dict                   the spec's record + the aggregator's state (checkpoints)
 
 Both calls return their logs {name: float} and also write them into every experience's ``info``, which
-OpenRLHF logs as ``train/<name>`` (as it logs a reward function's ``extra_logs``).
+OpenRLHF logs as ``train/<name>`` (as it logs a reward function's ``extra_logs``). Every name comes from
+``openrlhf_maestro.metric_names`` (listed with its meaning in docs/reference.md).
 
 - **Patched OpenRLHF** (``patches/openrlhf-0.11.2-reward-aggregator.patch`` and ``-policy-probe.patch``):
   ``--reward.aggregator`` names a Python file that OpenRLHF loads like a ``reward_func`` file, and builds

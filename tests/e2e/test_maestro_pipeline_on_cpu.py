@@ -155,6 +155,9 @@ def test_random_emphasis_ablation_runs_with_its_prior_and_saves_its_state(tiny_m
         shares = [(w - 0.5 * p) / 0.5 for w, p in zip(weights, (0.5, 0.25, 0.25), strict=True)]
         assert [s * 16 for s in shares] == pytest.approx([round(s * 16) for s in shares], abs=1e-4), weights
         assert all(s >= -1e-6 for s in shares) and sum(shares) == pytest.approx(1.0, abs=1e-5), shares
+        # the emphasis shares random logs, under the same aggregator-neutral names as maestro's
+        emphasis = [scalars[f"train/aggregator/emphasis/{n}"][step] for n in OBJECTIVES]
+        assert emphasis == pytest.approx(shares, abs=1e-4)
     saved = torch.load(run["out"] / "model/reward_aggregator.pt", weights_only=True)
     assert saved["aggregator"] == "random" and saved["state"]["objectives"] == OBJECTIVES
     assert saved["state"]["rng"].dtype == torch.uint8  # the action generator's state, for an exact resume
