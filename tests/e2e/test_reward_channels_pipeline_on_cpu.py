@@ -1,4 +1,5 @@
-"""The paper's five channels on NOVER data, and reward-function failures, on OpenRLHF's real pipeline (CPU)."""
+"""The paper's five objectives (two text rewards, three model channels) on NOVER data, and reward-function
+failures, on OpenRLHF's real pipeline (CPU)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def nover(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"data": root / "data/train.jsonl", "actor": root / "actor", "rm": root / "rm"}
 
 
-def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp_path_factory):
+def test_five_objectives_with_a_reward_model_beside_the_reward_function(nover, tmp_path_factory):
     """All five on the launcher's path, every model colocated (``--train.colocate_all``, as all five of OpenRLHF's
     GRPO-style scripts run): the reward model joins the placement group OpenRLHF shares among its models."""
     run = run_example(
