@@ -246,6 +246,12 @@ def train_run(spec: RunSpec) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from openrlhf_maestro.method import group_norm
+    from openrlhf_maestro.metric_names import (
+        AGGREGATOR_EMPHASIS_PREFIX,
+        AGGREGATOR_WEIGHT_PREFIX,
+        CONDUCTOR_PREFIX,
+        reward_key,
+    )
 
     torch.set_num_threads(1)
     torch.manual_seed(spec.seed)
@@ -290,7 +296,7 @@ def train_run(spec: RunSpec) -> dict:
 
         entry = {
             "step": step,
-            **{f"reward/{k}": v for k, v in zip(task.OBJECTIVES, rewards.mean(0).tolist(), strict=True)},
+            **{reward_key(k): v for k, v in zip(task.OBJECTIVES, rewards.mean(0).tolist(), strict=True)},
         }
         for f in task.FAMILIES:
             rows_f = torch.tensor([r.family == f for r in rows])
@@ -300,7 +306,8 @@ def train_run(spec: RunSpec) -> dict:
             if spec.method.startswith(("maestro", "random")):  # the weights vary per response
                 for k, w in zip(task.OBJECTIVES, out.weights[rows_f].mean(0).tolist(), strict=True):
                     entry[f"{f}/weight/{k}"] = w
-        entry.update({k: v for k, v in {**out.metrics, **meta}.items() if k.startswith("maestro/")})
+        kept = (CONDUCTOR_PREFIX, AGGREGATOR_WEIGHT_PREFIX, AGGREGATOR_EMPHASIS_PREFIX)
+        entry.update({k: v for k, v in {**out.metrics, **meta}.items() if k.startswith(kept)})
         log.append(entry)
         if step % spec.eval_every == 0 or step == spec.steps:
             history.append({"step": step, **evaluate(model, tok, test, spec.eval_samples, spec.max_new_tokens)})

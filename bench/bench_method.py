@@ -30,7 +30,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-responses", type=int, default=8192, help="N responses per rollout batch")
     p.add_argument("--group-size", type=int, default=8, help="responses per prompt (n_samples_per_prompt)")
     p.add_argument("--hidden-size", type=int, default=4096, help="H, the policy's hidden width")
-    p.add_argument("--num-objectives", type=int, default=5, help="K reward channels")
+    p.add_argument("--num-objectives", type=int, default=5, help="K objectives")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the hidden states")
     p.add_argument("--mode", choices=["discrete", "dirichlet"], default="discrete")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")

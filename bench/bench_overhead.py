@@ -44,6 +44,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from openrlhf_maestro.metric_names import POLICY_FORWARDS, SECONDS_AGGREGATE, SECONDS_FEEDBACK, train_tag  # noqa: E402
 from openrlhf_maestro.report import latest_run_scalars  # noqa: E402
 
 SCRIPT = REPO / "examples" / "scripts" / "train_grpo_tiny_cpu.sh"
@@ -52,8 +53,8 @@ VARIANTS = ("maestro", "sum", "none")
 MARKER = "MAESTRO_BENCH_RUN"  # environment variable that tags every process of one run
 STEP_TAG = "train/timing/step_total"
 EXP_TAG = "train/timing/make_experience"
-FORWARDS_TAG = "train/reward/policy_forwards"
-AGG_TAGS = ("train/reward/seconds_aggregate", "train/reward/seconds_feedback")
+FORWARDS_TAG = train_tag(POLICY_FORWARDS)
+AGG_TAGS = (train_tag(SECONDS_AGGREGATE), train_tag(SECONDS_FEEDBACK))
 GIB = 2**30
 
 
@@ -202,7 +203,7 @@ def run_once(args: argparse.Namespace, model: Path, variant: str, round_no: int)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     tag = uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if k not in ("MAESTRO_RUNTIME", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENRLHF_CPU_RUNTIME", "PYTHONPATH")}
     env.update(
         MODEL=str(model),
         OUT=str(out),

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_model_task as task  # noqa: E402
 from real_model_report import CONDUCTOR_METHODS, family_weights, report  # noqa: E402
 
+from openrlhf_maestro.metric_names import objective_key, train_tag  # noqa: E402
 from openrlhf_maestro.report import ChatModel, latest_run_scalars, read_rows  # noqa: E402
 from openrlhf_maestro.runtime.cpu_info import cpu_isa  # noqa: E402
 
@@ -118,7 +119,7 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
     out = args.workdir / "runs" / f"{method}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k != "MAESTRO_RUNTIME"}
+    env = {k: v for k, v in os.environ.items() if k != "OPENRLHF_CPU_RUNTIME"}
     env.update(
         MODEL=str(args.model),
         OUT=str(out),
@@ -146,9 +147,8 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
     steps = sorted(scalars["train/timing/step_total"])
     if len(steps) != args.steps:
         raise RuntimeError(f"{method} seed {seed}: logged {len(steps)} steps, expected {args.steps}; see {out}")
-    per_step = {
-        name: [scalars[f"train/obj/{name}"][s] for s in steps] for name in OBJECTIVES if f"train/obj/{name}" in scalars
-    }
+    tags = {name: train_tag(objective_key(name)) for name in OBJECTIVES}
+    per_step = {name: [scalars[tag][s] for s in steps] for name, tag in tags.items() if tag in scalars}
     inputs = {r["input"]: r["category"] for r in read_rows(data["train"], PROMPT_KEYS)}
     record = {
         "method": method,

@@ -11,6 +11,7 @@ import json
 import statistics
 from pathlib import Path
 
+from openrlhf_maestro.metric_names import objective_key, train_tag
 from openrlhf_maestro.report import read_rows
 
 METRICS = (
@@ -220,7 +221,7 @@ def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
 
         # Training objectives and the KL, mean over seeds. `perplexity` is a rank within each group of 4, so its
         # batch mean is 0.5 at every step: the KL takes its panel.
-        panels = [(f"train/obj/{o}", lambda r, o=o: r["objectives_per_step"][o]) for o in OBJECTIVES[:3]]
+        panels = [(train_tag(objective_key(o)), lambda r, o=o: r["objectives_per_step"][o]) for o in OBJECTIVES[:3]]
         panels.append(("train/kl", lambda r: r["kl_per_step"]))
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
         for ax, (title, values) in zip(axes, panels, strict=True):

@@ -80,7 +80,8 @@ class ModelChannel:
         raise NotImplementedError
 
     def from_nll(self, nll: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """policy_forward: (N,) mean NLL of the scored tokens -> (N,) objective values and metrics to log."""
+        """policy_forward: (N,) mean NLL of the scored tokens -> (N,) objective values and metrics to log (short
+        names: the integration logs each as ``model_channel/<channel>/<name>``)."""
         raise NotImplementedError
 
 
@@ -259,7 +260,7 @@ class PerplexityChannel(ModelChannel):
         )
 
     def from_nll(self, nll, group_ids):
-        return group_rank(nll, group_ids, higher_is_better=False), {"perplexity/mean": float(nll.exp().mean())}
+        return group_rank(nll, group_ids, higher_is_better=False), {"mean": float(nll.exp().mean())}
 
 
 @register_channel("preference")

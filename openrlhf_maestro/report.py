@@ -21,6 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
+from openrlhf_maestro.metric_names import AGGREGATOR_WEIGHT_PREFIX, OBJECTIVE_PREFIX, objective_key, train_tag
+
 # (TensorBoard tag, column header) of the per-step table
 STEP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("train/timing/step_total", "step s"),
@@ -73,8 +75,9 @@ def step_table(scalars: dict[str, dict[int, float]], columns: tuple[tuple[str, s
 
 def objective_columns(scalars: dict[str, dict[int, float]]) -> tuple[tuple[str, str], ...]:
     """(tag, name) of every objective the run logged (``train/obj/<name>``: the reward function's and the
-    plugin's channels), sorted by name."""
-    return tuple((t, t.removeprefix("train/obj/")) for t in sorted(scalars) if t.startswith("train/obj/"))
+    plugin's model channels), sorted by name."""
+    prefix = train_tag(OBJECTIVE_PREFIX)
+    return tuple((t, t.removeprefix(prefix)) for t in sorted(scalars) if t.startswith(prefix))
 
 
 def stage_timings(timings: dict[str, float], step_seconds: float | None = None) -> str:
@@ -97,7 +100,7 @@ def summary(run_dir: str | Path, timings: dict[str, float] | None = None) -> str
     if objectives:
         out.append("\nobjectives per step (mean over the step's responses, before any weighting):")
         out.append(step_table(scalars, objectives))
-        if "train/obj/perplexity" in scalars:
+        if train_tag(objective_key("perplexity")) in scalars:
             out.append("(perplexity is each response's rank within its group, so its mean is 0.5 at every step)")
     if timings:
         out.append(stage_timings(timings, sum(step_total.values()) if step_total else None))
@@ -139,7 +142,7 @@ def read_rows(path: str | Path, keys: tuple[str, ...]) -> list[dict]:
 def weights_by_category(
     weights_log: str | Path, data: str | Path, category_key: str = "category", input_key: str = "input"
 ) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int]]:
-    """Mean Conductor weight per objective for each prompt category.
+    """Mean weight per objective for each prompt category (a maestro or random run's weights log).
 
     Joins ``--reward.weights_log`` records (whose ``prompt`` is the chat-templated prompt) with the prompt
     dataset by finding each dataset input inside the record's prompt.
@@ -175,23 +178,24 @@ def category_table(objectives: list[str], means: dict[str, dict[str, float]], co
 def plot_weights(
     scalars: dict[str, dict[int, float]], path: str | Path, by_category: dict[str, dict[str, float]] | None = None
 ) -> Path:
-    """PNG: the mean Conductor weight of each objective against the step (and per category, if given)."""
+    """PNG: the mean weight of each objective against the step (``train/aggregator/weight/<objective>``, logged by
+    maestro and random), and per category, if given."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    prefix = "train/maestro/weight/"
+    prefix = train_tag(AGGREGATOR_WEIGHT_PREFIX)
     tags = sorted(t for t in scalars if t.startswith(prefix))
     if not tags:
-        raise ValueError("no train/maestro/weight/* scalars in this run: was it run with --reward.aggregator maestro?")
+        raise ValueError(f"no {prefix}* scalars in this run: was it run with --reward.aggregator maestro (or random)?")
     panels = 2 if by_category else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     ax = axes[0][0]
     for tag in tags:
         steps = sorted(scalars[tag])
         ax.plot(steps, [scalars[tag][s] for s in steps], marker="o", label=tag.removeprefix(prefix))
-    ax.set(xlabel="GRPO step", ylabel="mean weight", title="Conductor weights per step")
+    ax.set(xlabel="GRPO step", ylabel="mean weight", title="mean weights per step")
     ax.legend()
     if by_category:
         ax = axes[0][1]
@@ -200,7 +204,7 @@ def plot_weights(
         for i, (category, row) in enumerate(by_category.items()):
             ax.bar([j + i * width for j in range(len(names))], [row[n] for n in names], width, label=category)
         ax.set_xticks([j + width * (len(by_category) - 1) / 2 for j in range(len(names))], names)
-        ax.set(ylabel="mean weight", title="Conductor weights per prompt category")
+        ax.set(ylabel="mean weight", title="mean weights per prompt category")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -311,7 +315,7 @@ def compare_models(
         if reward_func is None:
             return ""
         logs = reward_func([prompt + text], [prompt], [str(row[label_key])])["extra_logs"]
-        return " ".join(f"{k.removeprefix('obj/')}={v:.2f}" for k, v in logs.items()) + "  "
+        return " ".join(f"{k.removeprefix(OBJECTIVE_PREFIX)}={v:.2f}" for k, v in logs.items()) + "  "
 
     lines = [
         f"responses before and after training (greedy, at most {max_new_tokens} new tokens, "
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="the prompt dataset (JSONL) whose categories to group by")
     parser.add_argument("--category-key", default="category", help="category field of --data (default: category)")
     parser.add_argument("--input-key", default="input", help="prompt field of --data (default: input)")
-    parser.add_argument("--plot", type=Path, help="write a PNG of the Conductor's weights here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the weights per step here (maestro, random)")
     parser.add_argument(
         "--compare-models",
         type=Path,
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         objectives, by_category, counts = weights_by_category(
             args.weights_log, args.data, args.category_key, args.input_key
         )
-        print("\nmean Conductor weights per prompt category (all steps):")
+        print("\nmean weights per prompt category (all steps):")
         print(category_table(objectives, by_category, counts))
     if args.plot:
         print(f"plot: {plot_weights(scalars, args.plot, by_category)}")

@@ -23,6 +23,7 @@ from typing import Any
 
 from openrlhf_maestro.channels import ModelChannel, get_channel, is_channel
 from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module
+from openrlhf_maestro.metric_names import colliding_key, objective_key, reward_key
 from openrlhf_maestro.probe import CONTEXTS
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -99,8 +100,8 @@ class AggregatorSpec:
         objectives = tuple(self.objectives)
         if not objectives:
             raise SpecError(
-                f"the {self.aggregator!r} aggregator needs objectives: the keys obj/<name> your reward function "
-                "puts in extra_logs, or model channels",
+                f"the {self.aggregator!r} aggregator needs objectives: the keys {objective_key('<name>')} your reward "
+                "function puts in extra_logs, or model channels",
                 field="objectives",
             )
         bad = [o for o in objectives if not isinstance(o, str) or not OBJECTIVE_NAME.match(o)]
@@ -112,6 +113,13 @@ class AggregatorSpec:
         repeated = sorted({o for o in objectives if objectives.count(o) > 1})
         if repeated:
             raise SpecError(f"objectives name {repeated} more than once", field="objectives")
+        for name in objectives:  # reward/<objective> is logged beside the hook's own reward/* keys
+            if clash := colliding_key(name):
+                raise SpecError(
+                    f"objective {name!r} would be logged as {reward_key(name)}, which collides with the plugin's own "
+                    f"key {clash}; rename the objective (in --reward.objectives and the reward function's extra_logs)",
+                    field="objectives",
+                )
         object.__setattr__(self, "objectives", objectives)
         if self.weights is not None:
             weights = tuple(self.weights)
@@ -288,7 +296,8 @@ class AggregatorSpec:
             if not isinstance(objectives, list) or not objectives:
                 raise SpecError(
                     'needs "objectives": a non-empty list of the names your reward function reports as '
-                    f'extra_logs["obj/<name>"], e.g. {{"objectives": ["format", "length"]}}; got {objectives!r}'
+                    f'extra_logs["{objective_key("<name>")}"], e.g. {{"objectives": ["format", "length"]}}; '
+                    f"got {objectives!r}"
                 )
             for key, kind in (("options", dict), ("channels", dict)):
                 if not isinstance(args.get(key, {}), kind):

@@ -14,7 +14,7 @@ SHARED = REPO.parent / "shared"
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment minus anything that would switch the CPU runtime on by inheritance."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAESTRO_RUNTIME", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENRLHF_CPU_RUNTIME", "PYTHONPATH")}
     env.update(extra)
     return env
 

@@ -42,7 +42,7 @@ except Exception as e:
 if EXTRA_INSTALL:
     from openrlhf_maestro.runtime.cpu_patches import install
     install(); install()
-    report["set_device_wrapped_once"] = torch.cuda.set_device.__maestro_cpu_patch__
+    report["set_device_wrapped_once"] = torch.cuda.set_device.__openrlhf_cpu_patch__
     report["sync_group_impl_after_reinstall"] = du.stateless_init_process_group.__module__
     from openrlhf.utils.deepspeed.deepspeed import DeepspeedStrategy
     # a second install must not wrap the wrapper
@@ -60,7 +60,7 @@ def run_probe(env: dict[str, str], extra_install: bool = False) -> dict:
 
 
 def test_site_hook_patches_a_fresh_process_like_a_ray_worker():
-    report = run_probe(clean_env(MAESTRO_RUNTIME="cpu", PYTHONPATH=str(SITE_DIR)), extra_install=True)
+    report = run_probe(clean_env(OPENRLHF_CPU_RUNTIME="cpu", PYTHONPATH=str(SITE_DIR)), extra_install=True)
     assert report["ring_attn_utils"] == "imported"
     assert report["transformers_sees_flash_attn"] is False  # the stand-in has no dist-info
     assert report["current_device"] == "cpu"
@@ -151,7 +151,7 @@ from openrlhf_maestro.runtime.kernel_paths import process_kernels
 q = torch.randn(1, 2, 256, 64).bfloat16()
 torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
 print("REPORT" + json.dumps({
-    "gemm_patched": getattr(u.dispatch_cpu_unquantized_gemm, "__maestro_cpu_patch__", False),
+    "gemm_patched": getattr(u.dispatch_cpu_unquantized_gemm, "__openrlhf_cpu_patch__", False),
     "avx512": bool(torch.cpu._is_avx512_supported()),
     "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
     "amx": bool(torch.cpu._is_amx_tile_supported()),
@@ -175,7 +175,7 @@ def _isa_probe(**env: str) -> dict:
 
 
 def test_vllm_gemm_dispatch_is_patched_in_a_fresh_process_and_only_under_the_runtime():
-    assert _isa_probe(MAESTRO_RUNTIME="cpu")["gemm_patched"] is True
+    assert _isa_probe(OPENRLHF_CPU_RUNTIME="cpu")["gemm_patched"] is True
     assert _isa_probe()["gemm_patched"] is False
 
 
@@ -186,14 +186,14 @@ def test_cpu_isa_level_makes_torch_onednn_and_vllm_run_a_smaller_cpus_kernels():
 
     if not cpu_isa().has("AVX-512"):
         pytest.skip(f"emulating AVX2 changes nothing on this CPU ({cpu_isa().summary()})")
-    native = _isa_probe(MAESTRO_RUNTIME="cpu")
+    native = _isa_probe(OPENRLHF_CPU_RUNTIME="cpu")
     assert native["avx512"] is True
     assert any(above_avx2(i) for i in native["onednn"]), native  # so the check below can tell
-    avx2 = _isa_probe(MAESTRO_RUNTIME="cpu", MAESTRO_CPU_ISA="avx2")
+    avx2 = _isa_probe(OPENRLHF_CPU_RUNTIME="cpu", OPENRLHF_CPU_ISA="avx2")
     assert avx2 == {**avx2, "avx512": False, "avx512_bf16": False, "amx": False, "capability": "AVX2"}, avx2
     assert avx2["onednn"] and not any(above_avx2(i) for i in avx2["onednn"]), avx2["onednn"]
     # the same variable without the runtime does nothing
-    assert _isa_probe(MAESTRO_CPU_ISA="avx2")["avx512"] is True
+    assert _isa_probe(OPENRLHF_CPU_ISA="avx2")["avx512"] is True
 
 
 def test_cpu_isa_avx512_level_caps_onednn_below_bf16():
@@ -201,8 +201,8 @@ def test_cpu_isa_avx512_level_caps_onednn_below_bf16():
 
     if not cpu_isa().has("AVX-512-BF16"):
         pytest.skip(f"emulating AVX-512 without BF16 changes nothing on this CPU ({cpu_isa().summary()})")
-    native = _isa_probe(MAESTRO_RUNTIME="cpu")
-    avx512 = _isa_probe(MAESTRO_RUNTIME="cpu", MAESTRO_CPU_ISA="avx512")
+    native = _isa_probe(OPENRLHF_CPU_RUNTIME="cpu")
+    avx512 = _isa_probe(OPENRLHF_CPU_RUNTIME="cpu", OPENRLHF_CPU_ISA="avx512")
     # oneDNN names an implementation by the ISA it was built for: avx512_core_bf16 uses the bf16 instructions,
     # while gemm:jit:bf16 emulates bf16 on plain AVX-512 (allowed at this level).
     assert any("avx512_core_bf16" in i or "amx" in i for i in native["onednn"]), native["onednn"]
@@ -213,6 +213,6 @@ def test_cpu_isa_avx512_level_caps_onednn_below_bf16():
 def test_cpu_isa_level_names_the_bad_value():
     from openrlhf_maestro.runtime.cpu_patches import isa_level
 
-    with pytest.raises(ValueError, match="MAESTRO_CPU_ISA='sse4'.*native, avx512, avx2"):
-        isa_level({"MAESTRO_CPU_ISA": "sse4"})
+    with pytest.raises(ValueError, match="OPENRLHF_CPU_ISA='sse4'.*native, avx512, avx2"):
+        isa_level({"OPENRLHF_CPU_ISA": "sse4"})
     assert isa_level({}) == "native"

@@ -18,14 +18,14 @@ USER_FLAGS = ["--actor.model_name_or_path", "m", "--rollout.n_samples_per_prompt
 def test_gpu_runtime_passes_every_flag_unchanged_and_patches_nothing(monkeypatch):
     seen = {}
     monkeypatch.setattr(launcher, "run_openrlhf", lambda argv: seen.setdefault("argv", argv))
-    monkeypatch.delenv("MAESTRO_RUNTIME", raising=False)
+    monkeypatch.delenv("OPENRLHF_CPU_RUNTIME", raising=False)
     hooks_before = import_hooks.registered()
     assert launcher.main(USER_FLAGS) == 0
     assert seen["argv"] == USER_FLAGS
     assert import_hooks.registered() == hooks_before
     import os
 
-    assert "MAESTRO_RUNTIME" not in os.environ
+    assert "OPENRLHF_CPU_RUNTIME" not in os.environ
 
 
 def test_cpu_defaults_are_added_only_when_absent():

@@ -12,6 +12,7 @@ from _support import REPO
 from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from openrlhf_maestro.metric_names import objective_key, train_tag, weight_key
 from openrlhf_maestro.report import (
     ChatModel,
     category_table,
@@ -33,8 +34,8 @@ def run_dir(tmp_path):
     for step in (1, 2, 3):
         writer.add_scalar("train/timing/step_total", 2.0 * step, step)
         writer.add_scalar("train/reward", 0.1 * step, step)
-        writer.add_scalar("train/maestro/weight/format", 0.5 - 0.1 * step, step)
-        writer.add_scalar("train/maestro/weight/length", 0.5 + 0.1 * step, step)
+        writer.add_scalar(train_tag(weight_key("format")), 0.5 - 0.1 * step, step)
+        writer.add_scalar(train_tag(weight_key("length")), 0.5 + 0.1 * step, step)
     writer.close()
     return tmp_path
 
@@ -79,7 +80,7 @@ def test_plot_writes_a_png(run_dir, tmp_path):
     scalars = latest_run_scalars(run_dir / "tensorboard")
     png = plot_weights(scalars, tmp_path / "w.png", {"math": {"format": 0.4, "length": 0.6}})
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ValueError, match="--reward.aggregator maestro"):
+    with pytest.raises(ValueError, match="no train/aggregator/weight/.*--reward.aggregator maestro"):
         plot_weights({"train/reward": {1: 0.0}}, tmp_path / "x.png")
 
 
@@ -89,9 +90,9 @@ def run_with_objectives(tmp_path):
     for step in (1, 2):
         writer.add_scalar("train/timing/step_total", 10.0, step)
         writer.add_scalar("train/kl", 0.001 * step, step)
-        writer.add_scalar("train/obj/format", 0.25 * step, step)
-        writer.add_scalar("train/obj/perplexity", 0.5, step)
-        writer.add_scalar("train/maestro/weight/format", 0.5, step)
+        writer.add_scalar(train_tag(objective_key("format")), 0.25 * step, step)
+        writer.add_scalar(train_tag(objective_key("perplexity")), 0.5, step)
+        writer.add_scalar(train_tag(weight_key("format")), 0.5, step)
     writer.close()
     return tmp_path
 

@@ -167,3 +167,22 @@ def test_input_norm_none_from_the_flag_feeds_h_itself_to_the_head():
     assert torch.equal(features.scale, torch.ones(2, 1))
     assert conductor(features).tolist() == [[-1.75, -3.5], [0.0, 0.5]]  # W·h + b by hand
     assert not torch.allclose(conductor.probs(h), conductor.probs(10 * h))
+
+
+@pytest.mark.parametrize(
+    "objective, key",
+    [("invalid", "reward/invalid"), ("seconds_feedback", "reward/seconds_feedback"), ("skipped", "reward/skipped/")],
+)
+def test_an_objective_named_like_the_hooks_own_key_is_refused(objective, key):
+    """reward/<objective> would overwrite (or sit on) one of the hook's reward/* keys: the message names the
+    objective, the key it collides with and the fix; from the flags it also names the flag."""
+    with pytest.raises(SpecError, match=rf"objective '{objective}' would be logged as reward/{objective}, which "
+                       rf"collides with the plugin's own key {key}.*rename the objective"):  # fmt: skip
+        AggregatorSpec(aggregator="sum", objectives=("format", objective))
+    with pytest.raises(SpecError, match=rf"^--reward.objectives: objective '{objective}'"):
+        spec_from_flags(flags("--reward.aggregator", "sum", "--reward.objectives", f"format,{objective}"))
+
+
+def test_names_near_the_hooks_keys_pass():
+    spec = AggregatorSpec(aggregator="sum", objectives=("format", "invalid_answer", "skipped_steps", "seconds"))
+    assert spec.objectives == ("format", "invalid_answer", "skipped_steps", "seconds")

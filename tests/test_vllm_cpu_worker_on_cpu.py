@@ -35,7 +35,7 @@ PROBE = Path(__file__).with_name("vllm_worker_probe.py")
 def _probe(model_dir: Path, mode: str, isa: str) -> dict:
     proc = subprocess.run(
         [sys.executable, str(PROBE), str(model_dir), mode, isa],
-        env=clean_env(MAESTRO_RUNTIME="cpu", PYTHONPATH=str(SITE_DIR)),
+        env=clean_env(OPENRLHF_CPU_RUNTIME="cpu", PYTHONPATH=str(SITE_DIR)),
         cwd=REPO,
         capture_output=True,
         text=True,

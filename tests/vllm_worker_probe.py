@@ -3,7 +3,7 @@
     python tests/vllm_worker_probe.py MODEL_DIR {mp|inproc} {native|amx|vec|vec16}
 
 ``mp`` is vLLM's default layout, the one OpenRLHF's rollout actors use: the engine core runs in a spawned worker
-process, which installs the runtime's patches from the site hook (``MAESTRO_RUNTIME=cpu`` and the site folder on
+process, which installs the runtime's patches from the site hook (``OPENRLHF_CPU_RUNTIME=cpu`` and the site folder on
 ``PYTHONPATH``, set by the test). ``inproc`` runs the engine in this process, so that this script can force the
 attention ISA (``cpu_attn._get_attn_isa``) before the KV cache is built; ``native`` leaves vLLM's choice alone.
 
@@ -34,8 +34,8 @@ def worker_report(worker) -> dict:
     return {
         "pid": os.getpid(),
         "sampler_patched": [
-            getattr(topk_topp.compiled_random_sample, "__maestro_cpu_patch__", False),
-            getattr(sampler.batched_count_greater_than, "__maestro_cpu_patch__", False),
+            getattr(topk_topp.compiled_random_sample, "__openrlhf_cpu_patch__", False),
+            getattr(sampler.batched_count_greater_than, "__openrlhf_cpu_patch__", False),
         ],
         "sampler_compiled": [
             hasattr(topk_topp.compiled_random_sample, "_torchdynamo_orig_callable"),

@@ -4,7 +4,7 @@
 #
 # Data: NOVER-format benchmarks converted with
 #   python -m openrlhf_maestro.data.nover /path/to/NOVER/dataset data/nover
-# Objectives: the text channels of examples/rewards/nover_text_reward.py (format, length, overlap).
+# Objectives: the text rewards of examples/rewards/nover_text_reward.py (format, length, overlap).
 #
 # Override any path below from the environment; extra flags after the script name go to train_ppo_ray.
 # `LAUNCH=python3 bash this.sh --runtime.check_flags` checks every flag and prints the placement locally

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's setting: MAESTRO over five channels on the NOVER benchmarks, Qwen3-8B, one 8-GPU node.
+# The paper's setting: MAESTRO over five objectives on the NOVER benchmarks, Qwen3-8B, one 8-GPU node.
 #   perplexity  NOVER's reasoning perplexity of the reference, ranked within the group (plugin, actor forward)
 #   format      <think>...</think><answer>...</answer>               (examples/rewards/nover_text_reward.py)
 #   entropy     mean token entropy of the response                   (plugin, from the experience forward)

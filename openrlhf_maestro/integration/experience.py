@@ -22,11 +22,11 @@ import torch
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
 from openrlhf_maestro.integration.hook import (
-    INVALID_KEY,
     AggregatorHook,
     InvalidSampleError,
     log_into_info,
 )
+from openrlhf_maestro.metric_names import INVALID, OBJECTIVE_PREFIX, POLICY_FORWARDS, objective_key
 
 
 def sample_problems(sample, function_objectives: list[str]) -> list[str]:
@@ -38,13 +38,13 @@ def sample_problems(sample, function_objectives: list[str]) -> list[str]:
             "rollout actor: look for '[SingleTurnExecutor] Failed to fetch reward')"
         )
     for name in function_objectives:
-        value = sample.info.get(f"obj/{name}")
+        value = sample.info.get(objective_key(name))
         if value is None:
             if sample.rewards is not None:
-                reported = sorted(k for k in sample.info if k.startswith("obj/"))
+                reported = sorted(k for k in sample.info if k.startswith(OBJECTIVE_PREFIX))
                 problems.append(
                     f"objective '{name}' (declared in --reward.objectives): the reward function's extra_logs has no "
-                    f"'obj/{name}'; it reported {reported or 'no obj/* keys'}"
+                    f"'{objective_key(name)}'; it reported {reported or f'no {OBJECTIVE_PREFIX}* keys'}"
                 )
         elif not torch.isfinite(value.float()).all():
             problems.append(f"objective '{name}': value {value.flatten()[0].item()} is not finite")
@@ -91,13 +91,13 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
             # skip_objective only a reward function that returned nothing fails the whole row; a missing objective
             # becomes NaN below and is left out of that row's R alone.
             whole_row = sample.rewards is None if self.skip_objective else bool(problems)
-            sample.info[INVALID_KEY] = torch.tensor([float(whole_row)])
+            sample.info[INVALID] = torch.tensor([float(whole_row)])  # read by the hook (_invalid_rows)
             if sample.rewards is None:
                 sample.rewards = torch.zeros(1)
             if sample.scores is None:
                 sample.scores = sample.rewards.clone()
             for name in self.function_objectives:
-                key = f"obj/{name}"
+                key = objective_key(name)
                 if key not in sample.info or not torch.isfinite(sample.info[key].float()).all():
                     sample.info[key] = torch.tensor([float("nan")])
         _align_info_keys(rollout_samples)
@@ -135,7 +135,7 @@ class AggregatingExperienceMaker(RemoteExperienceMaker):
         copies = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
         results = ray.get(self.actor_model_group.async_run_method(method_name="pop_channel_records"))[::copies]
         records = [r for per_actor, _ in results for r in per_actor]
-        log_into_info(experiences, {"reward/policy_forwards": float(sum(forwards for _, forwards in results))})
+        log_into_info(experiences, {POLICY_FORWARDS: float(sum(forwards for _, forwards in results))})
         sizes = [next(iter(r.values())).shape[0] if r else None for r in records]
         if len(records) != len(experiences) or any(
             n is not None and n != len(e.index) for n, e in zip(sizes, experiences, strict=True)

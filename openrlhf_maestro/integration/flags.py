@@ -32,6 +32,7 @@ from typing import Any
 
 from openrlhf_maestro.channels import get_channel
 from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator
+from openrlhf_maestro.metric_names import objective_key
 from openrlhf_maestro.spec import CONTEXTS, FAILURE_POLICIES, AggregatorSpec, SpecError, load_plugins
 
 # MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
@@ -101,9 +102,9 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         "--reward.aggregator",
         type=str,
         default=None,
-        help="scalarize the objectives in the reward function's extra_logs['obj/<name>'] before the advantage: "
-        f"{', '.join(available_aggregators())}, an entry point of openrlhf_maestro.aggregators, module:Class or "
-        "file.py:Class; unset (default) leaves OpenRLHF's training unchanged",
+        help=f"scalarize the objectives in the reward function's extra_logs['{objective_key('<name>')}'] before the "
+        f"advantage: {', '.join(available_aggregators())}, an entry point of openrlhf_maestro.aggregators, "
+        "module:Class or file.py:Class; unset (default) leaves OpenRLHF's training unchanged",
     )
     group.add_argument(
         "--reward.objectives", type=str, default=None, help="comma-separated objective names, e.g. format,length"
@@ -245,8 +246,8 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
     objectives = parse_list(flag_value(args, "reward.objectives"))
     if not objectives:
         raise SpecError(
-            f"--reward.aggregator {aggregator} needs --reward.objectives NAME[,NAME...]: the keys obj/<NAME> your "
-            "reward function puts in extra_logs"
+            f"--reward.aggregator {aggregator} needs --reward.objectives NAME[,NAME...]: the keys "
+            f"{objective_key('<NAME>')} your reward function puts in extra_logs"
         )
     try:  # the plugins may register the aggregator and channels named in the flags
         plugins = load_plugins(parse_list(flag_value(args, "reward.plugins")))
@@ -311,8 +312,8 @@ def openrlhf_problems(spec: AggregatorSpec, args: object) -> list[str]:
     if not flag_value(args, "reward.remote_url") and not flag_value(args, "train.agent_func_path"):
         problems.append(
             "--reward.aggregator reads objectives from a reward function or an agent: pass --reward.remote_url "
-            "FILE.py (its reward_func returns extra_logs['obj/<name>']) or --train.agent_func_path AGENT.py "
-            "(its last step() returns them)"
+            f"FILE.py (its reward_func returns extra_logs['{objective_key('<name>')}']) or --train.agent_func_path "
+            "AGENT.py (its last step() returns them)"
         )
     for name in spec.model_channels:
         if get_channel(name).source == "reward_model" and not flag_value(args, "reward.model_name_or_path"):

@@ -17,7 +17,8 @@ Per rollout batch, between OpenRLHF's model forwards and its advantages:
     state_dict / load_state_dict                   the spec's record + the aggregator's state (checkpoints)
 
 Both calls return their logs {name: float} and also write them into every experience's ``info``, which
-OpenRLHF logs as ``train/<name>`` (as it logs a reward function's ``extra_logs``).
+OpenRLHF logs as ``train/<name>`` (as it logs a reward function's ``extra_logs``). Every name comes from
+``openrlhf_maestro.metric_names`` (listed with its meaning in docs/reference.md).
 
 - **Patched OpenRLHF** (``patches/openrlhf-0.11.2-reward-aggregator.patch`` and ``-policy-probe.patch``):
   ``--reward.aggregator`` names a Python file that OpenRLHF loads like a ``reward_func`` file, and builds
@@ -44,6 +45,15 @@ import torch
 from openrlhf_maestro.channels import is_channel
 from openrlhf_maestro.integration.model_channels import compute_model_channels
 from openrlhf_maestro.method import RewardAggregator, group_advantages
+from openrlhf_maestro.metric_names import (
+    DROPPED_SAMPLES,
+    INVALID,
+    OBJECTIVE_PREFIX,
+    SECONDS_AGGREGATE,
+    SECONDS_FEEDBACK,
+    objective_key,
+    skipped_key,
+)
 from openrlhf_maestro.probe import HIDDEN, PolicyProbe
 from openrlhf_maestro.spec import AggregatorSpec, SpecError
 
@@ -52,7 +62,6 @@ logger = logging.getLogger(__name__)
 CLIENT_STATE_KEY = "reward_aggregator"  # the checkpoint's client_states key, as in the upstream patch
 LEGACY_CLIENT_STATE_KEY = "maestro"  # checkpoints written before 0.3 (read on resume, never written)
 STANDALONE_NAME = "reward_aggregator"
-INVALID_KEY = "reward/invalid"  # info flag set per sample before the forwards (launcher path)
 
 
 class MissingObjectiveError(KeyError):
@@ -79,13 +88,13 @@ def objective_matrix(experiences: list, objectives: list[str]) -> torch.Tensor:
     """(N, K) float32: column k holds ``info["obj/<objectives[k]>"]`` of every response, in experience order."""
     columns = []
     for name in objectives:
-        key = f"obj/{name}"
+        key = objective_key(name)
         if not all(key in e.info for e in experiences):
-            reported = sorted({k for e in experiences for k in e.info if k.startswith("obj/")})
+            reported = sorted({k for e in experiences for k in e.info if k.startswith(OBJECTIVE_PREFIX)})
             raise MissingObjectiveError(
                 f"the reward function reported no '{key}' for objective '{name}' of the aggregator's objectives; it "
-                f"reported {reported or 'no obj/* keys'}. Put extra_logs['{key}'] = <float> in its return value, "
-                f"or drop '{name}' from the objectives."
+                f"reported {reported or f'no {OBJECTIVE_PREFIX}* keys'}. Put extra_logs['{key}'] = <float> in its "
+                f"return value, or drop '{name}' from the objectives."
             )
         columns.append(torch.cat([e.info[key].reshape(-1).float() for e in experiences]))
     return torch.stack(columns, dim=1)
@@ -129,7 +138,7 @@ def fill_absent_entries(values: torch.Tensor, absent: torch.Tensor, group_ids: t
 
 def set_objective(experiences: list, name: str, values: torch.Tensor) -> None:
     for experience, piece in zip(experiences, values.split([len(e.index) for e in experiences]), strict=True):
-        experience.info[f"obj/{name}"] = piece.float()
+        experience.info[objective_key(name)] = piece.float()
 
 
 def log_into_info(experiences: list, logs: dict[str, float]) -> None:
@@ -216,7 +225,7 @@ class AggregatorHook:
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
         logs: dict[str, float] = {}
         if spec.model_channels:
-            clash = [n for n in spec.model_channels if any(f"obj/{n}" in e.info for e in experiences)]
+            clash = [n for n in spec.model_channels if any(objective_key(n) in e.info for e in experiences)]
             if clash:
                 raise InvalidSampleError(
                     f"the reward function reports {clash}, which are model channels the plugin computes itself; "
@@ -236,10 +245,10 @@ class AggregatorHook:
         rewards = objective_matrix(experiences, list(spec.objectives))
         invalid, missing = self._invalid_rows(experiences, rewards)
         if spec.failure_policy != "stop":
-            logs["reward/dropped_samples"] = float(invalid.sum())
+            logs[DROPPED_SAMPLES] = float(invalid.sum())
         if spec.failure_policy == "skip_objective":
             for k, name in enumerate(spec.objectives):
-                logs[f"reward/skipped/{name}"] = float((missing[:, k] & ~invalid).sum())
+                logs[skipped_key(name)] = float((missing[:, k] & ~invalid).sum())
         absent = missing | invalid.unsqueeze(1)
         filled = fill_absent_entries(rewards, absent, group_ids)
         if absent.any():  # keep OpenRLHF's own obj/* logs finite
@@ -277,7 +286,7 @@ class AggregatorHook:
                 spec.weights_log, self.steps, list(spec.objectives), prompts, out.weights, out.expected_weights
             )
         logs.update(out.metrics)
-        logs["reward/seconds_aggregate"] = time.perf_counter() - t0
+        logs[SECONDS_AGGREGATE] = time.perf_counter() - t0
         log_into_info(experiences, logs)
         return logs
 
@@ -289,7 +298,7 @@ class AggregatorHook:
         group_ids = group_ids_of(experiences, self.args.rollout.n_samples_per_prompt)
         advantages = group_advantages(rewards, group_ids, self.args.algo.advantage.estimator)
         logs = dict(self.aggregator.feedback(advantages[torch.argsort(sample_index_of(experiences))]))
-        logs["reward/seconds_feedback"] = time.perf_counter() - t0
+        logs[SECONDS_FEEDBACK] = time.perf_counter() - t0
         log_into_info(experiences, logs)
         return logs
 
@@ -303,9 +312,7 @@ class AggregatorHook:
         channel always raises.
         """
         spec = self.spec
-        flagged = torch.cat(
-            [e.info.get(INVALID_KEY, torch.zeros(len(e.index))).reshape(-1) for e in experiences]
-        ).bool()
+        flagged = torch.cat([e.info.get(INVALID, torch.zeros(len(e.index))).reshape(-1) for e in experiences]).bool()
         bad = ~torch.isfinite(rewards)
         for k, name in enumerate(spec.objectives):
             rows = bad[:, k] & ~flagged

@@ -21,6 +21,7 @@ import time
 import torch
 
 from openrlhf_maestro.channels import ModelChannel, reference_batch
+from openrlhf_maestro.metric_names import CHANNEL_SECONDS, model_channel_key
 from openrlhf_maestro.spec import AggregatorSpec
 
 REWARD_MODEL_KEY = "reward_model"  # info key of the reward model's score beside a reward function (the patch)
@@ -37,7 +38,8 @@ def compute_model_channels(
     experience_maker,
     group_ids: torch.Tensor,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """(N,) values of every model channel among ``spec.objectives``, in experience order, and logs."""
+    """(N,) values of every model channel among ``spec.objectives``, in experience order, and logs: each
+    channel's own figures and its cost, as ``model_channel/<channel>/<name>``."""
     values: dict[str, torch.Tensor] = {}
     logs: dict[str, float] = {}
     for name in spec.model_channels:
@@ -53,8 +55,8 @@ def compute_model_channels(
             t0 = time.perf_counter()
             nll = teacher_forced_nll(channel, experiences, experience_maker)
             values[name], channel_logs = channel.from_nll(nll, group_ids)
-            logs.update(channel_logs)
-            logs[f"{name}/seconds"] = time.perf_counter() - t0
+            logs.update({model_channel_key(name, k): v for k, v in channel_logs.items()})
+            logs[model_channel_key(name, CHANNEL_SECONDS)] = time.perf_counter() - t0
         else:
             values[name] = reward_model_scores(name, experiences, experience_maker)
     return values, logs

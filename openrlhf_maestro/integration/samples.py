@@ -21,6 +21,7 @@ import torch
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
 from openrlhf_maestro.integration.hook import InvalidSampleError
+from openrlhf_maestro.metric_names import objective_key
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,8 @@ def malformed_objectives(extra_logs: dict, objectives: list[str]) -> dict[str, o
 
     Missing keys are not reported here; the experience maker names them with the keys that were reported.
     """
-    return {
-        f"obj/{name}": extra_logs[f"obj/{name}"]
-        for name in objectives
-        if f"obj/{name}" in extra_logs and not is_one_number(extra_logs[f"obj/{name}"])
-    }
+    keys = [objective_key(name) for name in objectives]
+    return {key: extra_logs[key] for key in keys if key in extra_logs and not is_one_number(extra_logs[key])}
 
 
 class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
@@ -49,7 +47,7 @@ class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
 
     Args (beyond SamplesGenerator's):
         objectives: the objective names the reward function reports (``--reward.objectives`` minus the
-            channels the plugin computes).
+            model channels the plugin computes).
         drop_invalid: the failure policy is not ``stop`` (``AggregatorSpec.drop_invalid_samples``).
     """
 
@@ -70,8 +68,8 @@ class ObjectiveCheckingSamplesGenerator(SamplesGenerator):
             where = f"prompt {str(response.get('prompt', ''))[-120:]!r}"
             if not self.drop_invalid:
                 raise InvalidSampleError(
-                    f"the reward function returned {shown} for {where}: each obj/<name> in extra_logs must be one "
-                    "number (a float, an int or a one-element tensor). Fix the reward function, or pass "
+                    f"the reward function returned {shown} for {where}: each {objective_key('<name>')} in extra_logs "
+                    "must be one number (a float, an int or a one-element tensor). Fix the reward function, or pass "
                     "--reward.failure_policy drop_response (zero advantage for such responses) or skip_objective "
                     "(leave out only that objective)."
                 )
@@ -93,7 +91,7 @@ def weighted_score(extra_logs: dict, objectives: list[str], weights: list[float]
     is outside every --algo.dynamic_filtering_range, so OpenRLHF filters that response's group out)."""
     total = weight = 0.0
     for name, w in zip(objectives, weights, strict=True):
-        value = extra_logs.get(f"obj/{name}")
+        value = extra_logs.get(objective_key(name))
         if is_one_number(value):
             value = float(value.flatten()[0]) if isinstance(value, torch.Tensor) else float(value)
             if math.isfinite(value):

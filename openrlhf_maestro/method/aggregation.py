@@ -1,4 +1,4 @@
-"""Reward aggregators: K reward channels r_ijk -> one scalar R_ij per response, before GRPO's group_norm.
+"""Reward aggregators: K objectives r_ijk -> one scalar R_ij per response, before GRPO's group_norm.
 
     sum:     R_ij = Σ_k w_k · r_ijk                              (static weights, like TRL's reward_weights)
     gdpo:    R_ij = Σ_k w_k · r̃_ijk,  r̃ = per-objective z-score inside the group (NVIDIA's GDPO; its
@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from openrlhf_maestro.metric_names import CONDUCTOR_ENTROPY, emphasis_key, reward_key, weight_key
 
 from .conductor import Conductor, Features
 from .config import MaestroConfig
@@ -49,7 +51,7 @@ class AggregateOutput:
     rewards: Tensor
     """(N,) float32 scalarized reward R_ij."""
     metrics: dict[str, float] = field(default_factory=dict)
-    """Scalar logs, e.g. `reward/<name>`, `maestro/weight/<name>`."""
+    """Scalar logs, named in ``openrlhf_maestro.metric_names`` (``reward/<objective>``, ``aggregator/weight/...``)."""
     weights: Tensor | None = None
     """(N, K) weights used per response (None if not meaningful)."""
     expected_weights: Tensor | None = None
@@ -219,7 +221,7 @@ class RewardAggregator:
     def __init__(self, objectives: Sequence[str]) -> None:
         names = list(objectives)
         if not names:
-            raise ValueError("objectives must name at least one reward channel, got []")
+            raise ValueError("objectives must name at least one objective, got []")
         if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
             raise ValueError(f"objectives must be distinct non-empty strings, got {names}")
         self.objectives: list[str] = names
@@ -283,9 +285,24 @@ class RewardAggregator:
         return rewards.to(torch.float32), group_ids
 
     def reward_metrics(self, rewards: Tensor) -> dict[str, float]:
-        """`reward/<name>`: batch mean of each raw objective (over the responses that have it)."""
+        """`reward/<objective>`: batch mean of each raw objective (over the responses that have it)."""
         means = rewards.nanmean(0).tolist()
-        return {f"reward/{name}": float(m) for name, m in zip(self.objectives, means, strict=True)}
+        return {reward_key(name): float(m) for name, m in zip(self.objectives, means, strict=True)}
+
+    def emphasis_metrics(self, weights: Tensor, emphasized: Tensor) -> dict[str, float]:
+        """For weights drawn per response: ``aggregator/weight/<objective>`` = mean_i w_ik (sums to 1 over k for
+        normalized weights) and ``aggregator/emphasis/<objective>`` = share of responses i with emphasized_i = k.
+
+        Args:
+            weights: (N, K) the weights the responses got.
+            emphasized: (N,) long, the objective each response's action emphasized.
+        """
+        k = len(self.objectives)
+        share = torch.bincount(emphasized, minlength=k).float() / emphasized.numel()
+        mean_w = weights.mean(0)
+        metrics = {weight_key(name): float(mean_w[i]) for i, name in enumerate(self.objectives)}
+        metrics.update({emphasis_key(name): float(share[i]) for i, name in enumerate(self.objectives)})
+        return metrics
 
 
 def _static_weights(weights: Sequence[float] | None, objectives: list[str]) -> Tensor:
@@ -450,14 +467,9 @@ class MaestroAggregator(RewardAggregator):
         scalar = scalarize(sample.weights, r_tilde)  # R_ij = Σ_k w_k(a_ij) r̃_ijk
         self._pending = (sample.features, sample.actions, sample.logits)
 
-        metrics = self.reward_metrics(rewards)
         chosen = sample.actions if conductor.mode == "discrete" else sample.actions.argmax(-1)
-        freq = torch.bincount(chosen, minlength=len(self.objectives)).float() / chosen.numel()
-        mean_w = sample.weights.mean(0)
-        for k, name in enumerate(self.objectives):
-            metrics[f"maestro/weight/{name}"] = float(mean_w[k])
-            metrics[f"maestro/action/{name}"] = float(freq[k])
-        metrics["maestro/entropy"] = float(sample.entropy.mean())
+        metrics = {**self.reward_metrics(rewards), **self.emphasis_metrics(sample.weights, chosen)}
+        metrics[CONDUCTOR_ENTROPY] = float(sample.entropy.mean())
         return AggregateOutput(scalar, metrics, sample.weights, sample.expected_weights)
 
     def feedback(self, advantages: Tensor) -> dict[str, float]:
@@ -566,10 +578,7 @@ class RandomEmphasisAggregator(RewardAggregator):
         actions = torch.randint(k, (rewards.shape[0],), generator=self.generator)
         weights = action_weights(actions, self.prior, self.beta)
         scalar = scalarize(weights, self.normalizer(rewards, group_ids))
-        metrics = self.reward_metrics(rewards)
-        mean_w = weights.mean(0)
-        for i, name in enumerate(self.objectives):
-            metrics[f"maestro/weight/{name}"] = float(mean_w[i])
+        metrics = {**self.reward_metrics(rewards), **self.emphasis_metrics(weights, actions)}
         return AggregateOutput(scalar, metrics, weights)
 
     def state_dict(self) -> dict:

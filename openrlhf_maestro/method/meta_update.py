@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from openrlhf_maestro.metric_names import GRAD_NORM, META_LOSS, SKIPPED_UPDATES, UPDATES
+
 from .conductor import Conductor, Features
 
 
@@ -98,8 +100,8 @@ class MetaUpdater:
         if self.calls_since_update >= self.update_every:
             self.calls_since_update = 0
             metrics.update(self._update())
-        metrics["maestro/updates"] = float(self.updates)
-        metrics["maestro/skipped_updates"] = float(self.skipped_updates)
+        metrics[UPDATES] = float(self.updates)
+        metrics[SKIPPED_UPDATES] = float(self.skipped_updates)
         return metrics
 
     @torch.enable_grad()  # callers (e.g. OpenRLHF's experience maker) may run under torch.no_grad()
@@ -121,14 +123,14 @@ class MetaUpdater:
             loss, _ = self.loss(logits, actions, advantages)
             loss_value = float(loss.detach())
             if step == 0:
-                metrics["maestro/meta_loss"] = loss_value
+                metrics[META_LOSS] = loss_value
             if not math.isfinite(loss_value):
                 self._skip(f"non-finite meta-loss {loss_value}")
                 return metrics
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
             if step == 0:
-                metrics["maestro/grad_norm"] = grad_norm
+                metrics[GRAD_NORM] = grad_norm
             if not math.isfinite(grad_norm):
                 self._skip(f"non-finite Conductor gradient norm {grad_norm}")
                 return metrics

@@ -4,7 +4,7 @@
     w(s) = (1 − β)·w_prior + β·s                           (s on the simplex; s = e_a in discrete mode)
 
 The paper leaves the map open. With β < 1 every objective keeps at least (1 − β)·w_prior_k of the
-weight, so no channel is ever dropped for a response; with the default β = 0.5 and a uniform prior
+weight, so no objective is ever dropped for a response; with the default β = 0.5 and a uniform prior
 over K = 5 objectives the emphasized objective gets 0.6 and every other one 0.1.
 """
 

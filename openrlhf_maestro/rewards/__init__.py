@@ -1,4 +1,4 @@
-"""Reward channels and the `reward_func` builder (standard library only: safe to import in the vLLM actor).
+"""Text rewards and the `reward_func` builder (standard library only: safe to import in the vLLM actor).
 
 A reward file for `--reward.remote_url` is then a few lines::
 

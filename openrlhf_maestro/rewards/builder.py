@@ -18,13 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
+from openrlhf_maestro.metric_names import OBJECTIVE_PREFIX
+
 from .text import split_response
 
 Objective = Callable[[str, str], float]
 """An objective: (response, label) -> a real, finite number. Must be thread-safe."""
-
-OBJECTIVE_PREFIX = "obj/"
-"""Key prefix of each objective in `extra_logs`."""
 
 _PREVIEW_CHARS = 80
 
@@ -37,7 +36,7 @@ def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(
             f"objective names must be non-empty Python identifiers (letters, digits, '_'; no '/' or '-'), "
-            f"got {name!r}; they become the extra_logs keys 'obj/<name>'"
+            f"got {name!r}; they become the extra_logs keys '{OBJECTIVE_PREFIX}<name>'"
         )
     return name
 

@@ -1,4 +1,4 @@
-"""Text reward channels: pure functions of the response string (standard library only, no torch).
+"""Text rewards: objectives that are pure functions of the response string (standard library only, no torch).
 
     format   1 if the response is exactly  <think>…</think> <answer>…</answer>  (see `format_reward`), else 0
     length   1 up to `target`, then linear to 0 at `target + tolerance` (see `length_reward`)
@@ -82,7 +82,7 @@ def split_response(query: str, prompt: str, *, end_markers: tuple[str, ...] = EN
 
     Raises:
         ValueError: the prompt cannot be located by any of the rules (scoring the prompt's own
-            `<think>…<answer>` template as the response would silently corrupt every channel).
+            `<think>…<answer>` template as the response would silently corrupt every text reward).
     """
     if query.startswith(prompt):
         response = query[len(prompt) :]
@@ -166,8 +166,8 @@ def length_reward(length: float, target: float, tolerance: float | None = None) 
 
     With the default tolerance the reward is 0 from 2·target on. Why this shape rather than a triangle around
     the target: a triangle pays a short, correct answer less than a padded one, which teaches padding; the
-    penalty should only push down overlong responses (the paper's channel is a length *penalty*). The slope
-    (not a hard cutoff) keeps the channel varying inside a group, which the group-normalized aggregation needs.
+    penalty should only push down overlong responses (the paper's objective is a length *penalty*). The slope
+    (not a hard cutoff) keeps the reward varying inside a group, which the group-normalized aggregation needs.
     Values lie in [0, 1], on the scale of `format_reward`.
 
     Args:

@@ -114,7 +114,7 @@ def prepare_process_environment() -> dict[str, str]:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if site not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([site, *paths])
-    cpu_patches.install()  # also sets MAESTRO_RUNTIME and the CPU_ENV defaults in os.environ
+    cpu_patches.install()  # also sets OPENRLHF_CPU_RUNTIME and the CPU_ENV defaults in os.environ
     env = {key: os.environ[key] for key in (*cpu_patches.CPU_ENV, cpu_patches.ENV_FLAG, "PYTHONPATH")}
     isa_keys = {key for level_env in cpu_patches.ISA_LIBRARY_ENV.values() for key in level_env}
     for key in (cpu_patches.ISA_ENV, *sorted(isa_keys)):  # --runtime.cpu_isa

@@ -23,7 +23,7 @@ from openrlhf_maestro.runtime.cpu_info import cpu_isa
 from openrlhf_maestro.runtime.import_hooks import when_imported
 from openrlhf_maestro.runtime.versions import require_attr
 
-ENV_FLAG = "MAESTRO_RUNTIME"
+ENV_FLAG = "OPENRLHF_CPU_RUNTIME"
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,12 @@ class Patch:
 
 
 def _mark(fn: Callable) -> Callable:
-    fn.__maestro_cpu_patch__ = True
+    fn.__openrlhf_cpu_patch__ = True
     return fn
 
 
 def _is_patched(fn: object) -> bool:
-    return getattr(fn, "__maestro_cpu_patch__", False)
+    return getattr(fn, "__openrlhf_cpu_patch__", False)
 
 
 def _rebind(owner: object, attr: str, target: str, make: Callable[[Callable], Callable]) -> None:
@@ -67,7 +67,7 @@ def _patch_torch_cuda(torch: ModuleType) -> None:
 
 # --- the CPU's vector ISA, as vLLM and torch see it -------------------------------------------------------
 
-ISA_ENV = "MAESTRO_CPU_ISA"
+ISA_ENV = "OPENRLHF_CPU_ISA"
 # Level -> the torch.cpu probes that answer False at that level. vLLM asks exactly these to choose its kernel
 # library (platforms/cpu.py 561-580), its attention ISA (cpu_attn.py 494-500) and its GEMM (layers/utils.py).
 ISA_LEVELS: dict[str, tuple[str, ...]] = {
@@ -104,7 +104,7 @@ def isa_level(env: dict[str, str] | None = None) -> str:
 
 
 def _patch_cpu_isa(torch: ModuleType) -> None:
-    """``MAESTRO_CPU_ISA=avx2|avx512`` (``--runtime.cpu_isa``): run as a CPU of that level would, so one machine
+    """``OPENRLHF_CPU_ISA=avx2|avx512`` (``--runtime.cpu_isa``): run as a CPU of that level would, so one machine
     can test the kernel paths of the machines below it. Only downwards: a probe that is False stays False."""
     cpu = require_attr(torch, "cpu", "torch.cpu")
     for probe in ISA_LEVELS["avx2"]:  # every probe, so a renamed one fails on every machine, not just some

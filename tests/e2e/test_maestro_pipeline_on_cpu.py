@@ -60,7 +60,7 @@ def test_maestro_trains_the_actor_and_the_conductor(maestro_run, tiny_model_dir)
     scalars = latest_run_scalars(maestro_run["out"] / "tensorboard")
     expected = ["train/maestro/entropy", "train/maestro/meta_loss", "train/maestro/updates"]
     for name in OBJECTIVES:
-        expected += [f"train/reward/{name}", f"train/maestro/weight/{name}", f"train/maestro/action/{name}"]
+        expected += [f"train/reward/{name}", f"train/aggregator/weight/{name}", f"train/aggregator/emphasis/{name}"]
     for tag in expected:
         assert steps_of(scalars, tag) == [1, 2, 3], tag
         assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
@@ -68,9 +68,9 @@ def test_maestro_trains_the_actor_and_the_conductor(maestro_run, tiny_model_dir)
     k, responses = len(OBJECTIVES), 16  # 4 prompts x 4 samples per step
     for step in (1, 2, 3):
         for n in OBJECTIVES:  # a share of the 16 drawn actions, and the mean of w(a) = (1 − β)/K + β·e_a, β = 0.5
-            share = scalars[f"train/maestro/action/{n}"][step]
+            share = scalars[f"train/aggregator/emphasis/{n}"][step]
             assert share * responses == pytest.approx(round(share * responses), abs=1e-4), (n, step, share)
-            assert scalars[f"train/maestro/weight/{n}"][step] == pytest.approx(0.5 / k + 0.5 * share, abs=1e-5)
+            assert scalars[f"train/aggregator/weight/{n}"][step] == pytest.approx(0.5 / k + 0.5 * share, abs=1e-5)
     # Step 1 runs on the zero-initialized (uniform) Conductor: its entropy is log K, and its meta-loss, with
     # log π = −log K for every action and group-centred advantages (mean 0), is −λ_ent · log K (λ_ent = 0.01).
     assert scalars["train/maestro/entropy"][1] == pytest.approx(math.log(k), abs=1e-5)
@@ -151,10 +151,13 @@ def test_random_emphasis_ablation_runs_with_its_prior_and_saves_its_state(tiny_m
     # w(a) = 0.5 * (0.5, 0.25, 0.25) + 0.5 * e_a, so the logged mean weight of objective k is
     # 0.5 * prior_k + 0.5 * (share of the 16 responses that drew k): the shares are multiples of 1/16.
     for step in (1, 2):
-        weights = [scalars[f"train/maestro/weight/{n}"][step] for n in OBJECTIVES]
+        weights = [scalars[f"train/aggregator/weight/{n}"][step] for n in OBJECTIVES]
         shares = [(w - 0.5 * p) / 0.5 for w, p in zip(weights, (0.5, 0.25, 0.25), strict=True)]
         assert [s * 16 for s in shares] == pytest.approx([round(s * 16) for s in shares], abs=1e-4), weights
         assert all(s >= -1e-6 for s in shares) and sum(shares) == pytest.approx(1.0, abs=1e-5), shares
+        # the emphasis shares random logs, under the same aggregator-neutral names as maestro's
+        emphasis = [scalars[f"train/aggregator/emphasis/{n}"][step] for n in OBJECTIVES]
+        assert emphasis == pytest.approx(shares, abs=1e-4)
     saved = torch.load(run["out"] / "model/reward_aggregator.pt", weights_only=True)
     assert saved["aggregator"] == "random" and saved["state"]["objectives"] == OBJECTIVES
     assert saved["state"]["rng"].dtype == torch.uint8  # the action generator's state, for an exact resume
@@ -226,7 +229,7 @@ def test_an_agent_reports_the_objectives_of_its_last_step_with_dynamic_filtering
     scalars = latest_run_scalars(run["out"] / "tensorboard")
     for name in OBJECTIVES:
         assert sorted(scalars[f"train/reward/{name}"]) == [1, 2], name
-        assert sorted(scalars[f"train/maestro/weight/{name}"]) == [1, 2], name
+        assert sorted(scalars[f"train/aggregator/weight/{name}"]) == [1, 2], name
     assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
     assert all(v >= 1 for v in scalars["train/agent/turns"].values())  # the agent's own step() ran
     # Every group passed. OpenRLHF logs accepted responses / consumed prompts x 100 (samples_generator.py 122-123),

@@ -1,4 +1,5 @@
-"""The paper's five channels on NOVER data, and reward-function failures, on OpenRLHF's real pipeline (CPU)."""
+"""The paper's five objectives (two text rewards, three model channels) on NOVER data, and reward-function
+failures, on OpenRLHF's real pipeline (CPU)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def nover(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"data": root / "data/train.jsonl", "actor": root / "actor", "rm": root / "rm"}
 
 
-def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp_path_factory):
+def test_five_objectives_with_a_reward_model_beside_the_reward_function(nover, tmp_path_factory):
     """All five on the launcher's path, every model colocated (``--train.colocate_all``, as all five of OpenRLHF's
     GRPO-style scripts run): the reward model joins the placement group OpenRLHF shares among its models."""
     run = run_example(
@@ -61,14 +62,14 @@ def test_five_channels_with_a_reward_model_beside_the_reward_function(nover, tmp
     assert "reward model for the reward_model channel: placement group" in run["log"].read_text(errors="replace")
     scalars = latest_run_scalars(run["out"] / "tensorboard")
     for name in FIVE:
-        for tag in (f"train/reward/{name}", f"train/maestro/weight/{name}"):
+        for tag in (f"train/reward/{name}", f"train/aggregator/weight/{name}"):
             assert sorted(scalars[tag]) == [1, 2], tag
             assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
     # entropy is in nats, at most log(vocab); perplexity is a within-group rank in [0, 1] with mean 0.5
     assert all(0 < v < math.log(2048) for v in scalars["train/reward/entropy"].values())
     assert all(v == pytest.approx(0.5) for v in scalars["train/reward/perplexity"].values())
-    assert all(v > 1 for v in scalars["train/perplexity/mean"].values())
-    assert all(v > 0 for v in scalars["train/perplexity/seconds"].values())  # its cost is reported
+    assert all(v > 1 for v in scalars["train/model_channel/perplexity/mean"].values())
+    assert all(v > 0 for v in scalars["train/model_channel/perplexity/seconds"].values())  # its cost is reported
     assert set(scalars["train/reward/policy_forwards"].values()) == {4.0}  # entropy costs no extra forward
 
 
@@ -182,7 +183,7 @@ def test_nan_and_wrong_type_objectives_are_dropped_or_skipped_and_counted(policy
         assert sum(invalid.values()) == 1.0, invalid  # 16 of 32 responses
     else:
         assert invalid == {1: 0.0, 2: 0.0}, invalid
-    for tag in ("train/reward/match", "train/reward/length", "train/maestro/weight/match", "train/reward"):
+    for tag in ("train/reward/match", "train/reward/length", "train/aggregator/weight/match", "train/reward"):
         assert all(math.isfinite(v) for v in scalars[tag].values()), (tag, scalars[tag])
     # accepted responses / consumed prompts x 100 (OpenRLHF's figure): every group of 4 passed
     assert scalars["train/dynamic_filtering_pass_rate"] == {1: 400.0, 2: 400.0}

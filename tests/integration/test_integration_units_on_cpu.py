@@ -24,7 +24,6 @@ from openrlhf_maestro.channels import token_entropy
 from openrlhf_maestro.integration.actor import _ChannelPolicyModelActor
 from openrlhf_maestro.integration.flags import add_plugin_arguments, spec_from_flags, validate
 from openrlhf_maestro.integration.hook import (
-    INVALID_KEY,
     AggregatorHook,
     InvalidSampleError,
     MissingObjectiveError,
@@ -44,6 +43,7 @@ from openrlhf_maestro.method import (
     RewardAggregator,
     group_advantages,
 )
+from openrlhf_maestro.metric_names import INVALID, documented
 from openrlhf_maestro.probe import PolicyProbe, context_rows, gather_rows, terminal_positions
 
 
@@ -641,7 +641,7 @@ def _failure_batch(policy: str, a: list[float], b: list[float], flagged: list[in
     hidden = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
     experiences, outputs = _shuffled_batch(a, b, hidden, [3, 6, 1, 4, 0, 7, 2, 5], 2)
     for e in experiences:
-        e.info[INVALID_KEY] = torch.tensor([float(i in flagged) for i in e.index])
+        e.info[INVALID] = torch.tensor([float(i in flagged) for i in e.index])
     logs = hook.before_advantages(experiences)
     r = {i: float(v) for e in experiences for i, v in zip(e.index, e.rewards, strict=True)}
     return experiences, logs, r
@@ -684,6 +684,7 @@ def test_skip_objective_drops_a_row_with_every_objective_missing_and_skips_singl
     experiences, logs, r = _failure_batch("skip_objective", a, b, flagged=[5])
     assert logs["reward/dropped_samples"] == 2.0
     assert (logs["reward/skipped/a"], logs["reward/skipped/b"]) == (1.0, 0.0)  # row 1 is dropped, not skipped
+    assert [k for k in logs if documented(k) is None] == []  # every key the hook logs is in the reference
     assert all(math.isfinite(v) for v in r.values()), r
     assert r[1] == pytest.approx((r[0] + r[2] + r[3]) / 3, abs=1e-6)
     assert r[5] == pytest.approx((r[4] + r[6] + r[7]) / 3, abs=1e-6)

@@ -61,9 +61,9 @@ def test_frozen_deterministic_maestro_equals_static(
     ref = build_aggregator(reference, objectives, weights=w1.tolist()).aggregate(r, g)
     assert torch.equal(out.rewards, ref.rewards)
     assert torch.equal(group_norm(out.rewards, g), group_norm(ref.rewards, g))
-    assert out.metrics["maestro/action/format"] == 1.0
+    assert out.metrics["aggregator/emphasis/format"] == 1.0
     assert out.metrics["maestro/entropy"] == 0.0
-    assert out.metrics["maestro/weight/format"] == pytest.approx(float(w1[1]))
+    assert out.metrics["aggregator/weight/format"] == pytest.approx(float(w1[1]))
 
 
 def test_uniform_conductor_with_beta_zero_equals_sum_then_group_norm(make_batch, objectives) -> None:
@@ -79,11 +79,11 @@ def test_maestro_metric_keys(make_batch, objectives, cycle) -> None:
     agg = MaestroAggregator(objectives)
     out = agg.aggregate(r, g, h)
     keys = {f"reward/{n}" for n in objectives}
-    keys |= {f"maestro/{kind}/{n}" for kind in ("weight", "action") for n in objectives}
+    keys |= {f"aggregator/{kind}/{n}" for kind in ("weight", "emphasis") for n in objectives}
     assert set(out.metrics) == keys | {"maestro/entropy"}
     assert all(isinstance(v, float) for v in out.metrics.values())
-    assert sum(out.metrics[f"maestro/action/{n}"] for n in objectives) == pytest.approx(1.0)
-    assert sum(out.metrics[f"maestro/weight/{n}"] for n in objectives) == pytest.approx(1.0)
+    assert sum(out.metrics[f"aggregator/emphasis/{n}"] for n in objectives) == pytest.approx(1.0)
+    assert sum(out.metrics[f"aggregator/weight/{n}"] for n in objectives) == pytest.approx(1.0)
     fb = agg.feedback(group_norm(out.rewards, g))
     assert set(fb) == {"maestro/meta_loss", "maestro/grad_norm", "maestro/updates", "maestro/skipped_updates"}
     assert fb["maestro/updates"] == 1.0 and fb["maestro/skipped_updates"] == 0.0
@@ -136,7 +136,8 @@ def test_registry_reregister_same_ok_conflict_raises() -> None:
 @pytest.mark.parametrize("mode", ["discrete", "dirichlet"])
 def test_action_frequencies_count_every_action_of_a_mixed_policy(mode: str) -> None:
     """h = e_k picks action k (a head W = 1000·I, no floor): over rows whose chosen actions are counted by hand,
-    maestro/action/<name> is each action's share and maestro/weight/<name> the mean of w(a) = (1 − β)/K + β·e_a."""
+    aggregator/emphasis/<name> is each action's share and aggregator/weight/<name> the mean of
+    w(a) = (1 − β)/K + β·e_a."""
     chosen = [0, 0, 1, 0, 2, 1, 0, 1]  # shares 4/8, 3/8, 1/8
     hidden = torch.eye(3)[chosen]
     agg = MaestroAggregator(["a", "b", "c"], hidden_size=3, min_prob=0.0, beta=0.5, mode=mode)
@@ -147,7 +148,7 @@ def test_action_frequencies_count_every_action_of_a_mixed_policy(mode: str) -> N
     out = agg.aggregate(rewards, torch.arange(8) // 4, hidden)
     shares = {"a": 4 / 8, "b": 3 / 8, "c": 1 / 8}
     for name, share in shares.items():
-        assert out.metrics[f"maestro/action/{name}"] == pytest.approx(share)
+        assert out.metrics[f"aggregator/emphasis/{name}"] == pytest.approx(share)
     if mode == "discrete":  # the drawn weights are exactly w(a); a Dirichlet draw is only near the vertex
         for name, share in shares.items():
-            assert out.metrics[f"maestro/weight/{name}"] == pytest.approx(0.5 / 3 + 0.5 * share, rel=1e-6)
+            assert out.metrics[f"aggregator/weight/{name}"] == pytest.approx(0.5 / 3 + 0.5 * share, rel=1e-6)

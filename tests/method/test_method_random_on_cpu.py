@@ -28,7 +28,13 @@ def test_rewards_are_the_emphasis_weights_times_group_zscores(make_batch, object
     # Uniform actions: with 200 draws each of the 3 actions is picked between 20 % and 47 % of the time.
     share = matches.float().mean(0)
     assert bool(((share > 0.2) & (share < 0.47)).all()), share
-    assert set(out.metrics) == {f"reward/{n}" for n in objectives} | {f"maestro/weight/{n}" for n in objectives}
+    keys = {f"{kind}/{n}" for kind in ("reward", "aggregator/weight", "aggregator/emphasis") for n in objectives}
+    assert set(out.metrics) == keys
+    # The logs count what was drawn: each action's share and the mean weight, named neutrally (not maestro/*).
+    mean_w = out.weights.mean(0)
+    for k, name in enumerate(objectives):
+        assert out.metrics[f"aggregator/emphasis/{name}"] == pytest.approx(float(share[k]))
+        assert out.metrics[f"aggregator/weight/{name}"] == pytest.approx(float(mean_w[k]))
 
 
 def test_ignores_hidden_and_advantages_and_is_seeded(make_batch, objectives) -> None:

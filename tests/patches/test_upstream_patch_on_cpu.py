@@ -311,7 +311,7 @@ def test_the_plugins_file_runs_behind_the_patched_loader(patched_tree: Path, tin
     assert "tau" in bad_tau
     assert out["needs_hidden"] is True and out["position"] == "prompt"
     assert out["rewards_replaced"] and not out["hidden_left_in_info"]
-    expected = {f"maestro/weight/{n}" for n in OBJECTIVES} | {f"reward/{n}" for n in OBJECTIVES}
+    expected = {f"aggregator/weight/{n}" for n in OBJECTIVES} | {f"reward/{n}" for n in OBJECTIVES}
     assert expected | {"maestro/updates", "maestro/entropy", "reward/seconds_aggregate"} <= set(out["logs"])
     # The logs also ride in every experience's info, which OpenRLHF logs as train/<key>.
     assert out["updates"] == 1.0 and out["logged_in_info"] == {"maestro/updates": [[1.0] * 4, [1.0] * 4]}
@@ -380,7 +380,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
     port = free_port()
     env = clean_env(
         **CPU_ENV,
-        MAESTRO_RUNTIME="cpu",  # the CPU runtime's sitecustomize patches every Ray worker and vLLM process
+        OPENRLHF_CPU_RUNTIME="cpu",  # the CPU runtime's sitecustomize patches every Ray worker and vLLM process
         PYTHONPATH=os.pathsep.join([str(SITE_DIR), str(patched_tree)]),
         RAY_USAGE_STATS_ENABLED="0",
     )
@@ -444,17 +444,17 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
     scalars = latest_run_scalars(out / "tensorboard")
     vocab_size = json.loads((tiny_model_dir / "config.json").read_text())["vocab_size"]
     for name in objectives:
-        assert sorted(scalars.get(f"train/maestro/weight/{name}", {})) == [1, 2], sorted(scalars)
+        assert sorted(scalars.get(f"train/aggregator/weight/{name}", {})) == [1, 2], sorted(scalars)
         assert sorted(scalars.get(f"train/reward/{name}", {})) == [1, 2]
         assert all(math.isfinite(v) for v in scalars[f"train/reward/{name}"].values()), name
     assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
     for step in (1, 2):
-        assert sum(scalars[f"train/maestro/weight/{n}"][step] for n in objectives) == pytest.approx(1.0, abs=1e-5)
+        assert sum(scalars[f"train/aggregator/weight/{n}"][step] for n in objectives) == pytest.approx(1.0, abs=1e-5)
         # entropy: mean token entropy in nats, within [0, log V]; perplexity: a group rank in [0, 1] with mean
         # 1/2 (ranks 0, 1/3, 2/3, 1 of 4 distinct values); the perplexity channel timed its extra forward.
         assert 0 < scalars["train/reward/entropy"][step] < math.log(vocab_size)
         assert scalars["train/reward/perplexity"][step] == pytest.approx(0.5, abs=1e-6)
-        assert scalars["train/perplexity/seconds"][step] > 0
+        assert scalars["train/model_channel/perplexity/seconds"][step] > 0
     # The preference scores differ from step to step (a real model read the new responses), and they are the
     # scores the patched experience maker logged as train/reward_model: the channel read them, no second pass.
     assert len(set(scalars["train/reward/preference"].values())) == 2

@@ -1,4 +1,4 @@
-"""Text reward channels: the exact format rule, the length shape, answer extraction, response splitting."""
+"""Text rewards: the exact format rule, the length shape, answer extraction, response splitting."""
 
 from __future__ import annotations
 
