@@ -34,7 +34,6 @@ JSON_KEYS = (
     "context",
     "channels",
     "failure_policy",
-    "drop_invalid_samples",  # older: true is failure_policy "drop_response"
     "weights_log",
     "plugins",
 )
@@ -136,7 +135,10 @@ class AggregatorSpec:
                 f"{list(cls.option_names) or 'none'}",
                 field="options",
             )
-        object.__setattr__(self, "options", dict(self.options))
+        # JSON has no tuples: a list option (hidden_sizes) is the tuple to_json wrote as a list
+        object.__setattr__(
+            self, "options", {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
+        )
         if self.failure_policy not in FAILURE_POLICIES:
             raise SpecError(
                 f"failure_policy must be one of {list(FAILURE_POLICIES)}, got {self.failure_policy!r}",
@@ -240,26 +242,20 @@ class AggregatorSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AggregatorSpec:
-        """A ``to_json`` dict, or a ``reward_aggregator.json`` written before the spec existed (``config`` held
-        the options and weights were strings); keys that are not the spec's (``hidden_size``) are ignored."""
+        """A ``to_json`` dict; keys that are not the spec's (``hidden_size``) are ignored."""
         data = dict(data)
         load_plugins(data.get("plugins") or ())  # before the aggregator's options are looked up
         aggregator = data["aggregator"]
-        options = data.get("options")
-        if options is None:  # the older record
-            allowed = get_aggregator(aggregator).option_names
-            options = {k: v for k, v in (data.get("config") or {}).items() if k in allowed}
-        if "hidden_sizes" in options:
-            options["hidden_sizes"] = tuple(options["hidden_sizes"])
+        options = dict(data.get("options") or {})
         weights = data.get("weights")
         return cls(
             aggregator=aggregator,
             objectives=tuple(data["objectives"]),
-            weights=None if weights is None else tuple(float(w) for w in weights),
+            weights=None if weights is None else tuple(weights),
             options=options,
             context=data.get("context", "response"),
             channels=data.get("channels", {}),
-            failure_policy=_failure_policy(data),
+            failure_policy=data.get("failure_policy", "stop"),
             weights_log=data.get("weights_log"),
             plugins=tuple(data.get("plugins") or ()),
         )
@@ -269,18 +265,12 @@ class AggregatorSpec:
         """``--reward.aggregator_args '{"aggregator": NAME, ...}'`` (a patched OpenRLHF); errors name the flag.
 
         Keys: objectives (required), weights, options, context, channels, failure_policy, weights_log, plugins.
-        ``maestro`` is the older spelling of ``options``, ``drop_invalid_samples: true`` of ``failure_policy:
-        "drop_response"``.
         """
         try:
             if not isinstance(args, Mapping):
                 raise SpecError(f"must be a JSON object, got {args!r}")
             args = dict(args)
             load_plugins(args.get("plugins") or [])  # they may register the aggregator named
-            if "maestro" in args:
-                if "options" in args:
-                    raise SpecError('give "options" or its older spelling "maestro", not both')
-                args["options"] = args.pop("maestro")
             unknown = sorted(set(args) - set(JSON_KEYS))
             if unknown:
                 raise SpecError(f"unknown keys {unknown}; valid keys: {list(JSON_KEYS)}")
@@ -305,7 +295,7 @@ class AggregatorSpec:
                 options=args.get("options", {}),
                 context=args.get("context", "response"),
                 channels=args.get("channels", {}),
-                failure_policy=_failure_policy(args),
+                failure_policy=args.get("failure_policy", "stop"),
                 weights_log=args.get("weights_log"),
                 plugins=tuple(args.get("plugins") or ()),
             )
@@ -314,15 +304,6 @@ class AggregatorSpec:
             raise SpecError(f"{ARGS_FLAG}{where}: {err}", err.field) from None
         except ValueError as err:
             raise SpecError(f"{ARGS_FLAG}: {err}") from None
-
-
-def _failure_policy(data: Mapping[str, Any]) -> str:
-    """``failure_policy``, or the older boolean ``drop_invalid_samples`` (true: drop_response)."""
-    if "failure_policy" in data and "drop_invalid_samples" in data:
-        raise SpecError('give "failure_policy" or its older form "drop_invalid_samples", not both', "failure_policy")
-    if "failure_policy" in data:
-        return data["failure_policy"]
-    return "drop_response" if data.get("drop_invalid_samples") else "stop"
 
 
 def _is_number(value: object) -> bool:

@@ -22,7 +22,7 @@ def test_flags_json_args_and_saved_record_describe_the_same_spec():
     from_flags = spec_from_flags(
         flags(
             "--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--reward.weights", "3,1",
-            "--maestro.tau", "0.5", "--maestro.context", "prompt", "--reward.drop_invalid_samples",
+            "--maestro.tau", "0.5", "--maestro.context", "prompt", "--reward.failure_policy", "drop_response",
             "--perplexity.reasoning_end", "</reason>",
         )
     )  # fmt: skip
@@ -80,20 +80,6 @@ def test_one_validation_names_the_bad_value(kwargs, message):
         AggregatorSpec(**{**base, **kwargs})
 
 
-def test_a_record_saved_before_the_spec_still_loads():
-    old = {
-        "aggregator": "maestro",
-        "objectives": ["format", "length"],
-        "weights": ["3", "1"],
-        "hidden_size": 128,
-        "num_objectives": 2,
-        "context": "response",
-        "config": {"tau": 0.5, "prior": [0.75, 0.25], "hidden_sizes": [], "lr": 0.01},
-    }
-    spec = AggregatorSpec.from_json(old)
-    assert spec.weights == (3.0, 1.0) and spec.options == {"tau": 0.5, "hidden_sizes": (), "lr": 0.01}
-
-
 def test_a_class_given_as_file_and_name_is_resolved_and_registered(tmp_path):
     path = tmp_path / "my_agg.py"
     path.write_text(
@@ -110,19 +96,6 @@ def test_a_class_given_as_file_and_name_is_resolved_and_registered(tmp_path):
         AggregatorSpec(f"{path}:Nope", ("a",))
 
 
-def test_deprecated_flags_still_work_and_name_their_replacement(capsys):
-    ns = flags(
-        "--reward.aggregator", "sum", "--reward.objectives", "a,perplexity",
-        "--maestro.drop_invalid_samples", "--maestro.weights_log", "w.jsonl", "--maestro.reasoning_end", "</r>",
-    )  # fmt: skip
-    spec = spec_from_flags(ns)
-    assert spec.drop_invalid_samples and spec.weights_log == "w.jsonl"
-    assert spec.channels["perplexity"]["reasoning_end"] == "</r>"
-    err = capsys.readouterr().err
-    assert "--maestro.drop_invalid_samples is deprecated" in err and "use --reward.failure_policy drop_response" in err
-    assert "use --perplexity.reasoning_end" in err and "use --reward.weights_log" in err
-
-
 def test_a_missing_plugin_in_json_args_names_the_key():
     with pytest.raises(SpecError, match=r"--reward.aggregator_args \"plugins\": cannot import plugin 'no_such_mod_q'"):
         AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "plugins": ["no_such_mod_q"]})
@@ -132,18 +105,14 @@ def test_failure_policy_parses_from_every_source_and_refuses_what_cannot_skip():
     new = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b", "--reward.failure_policy",
                                 "skip_objective"))  # fmt: skip
     assert new.failure_policy == "skip_objective" and new.build(None).accepts_missing
-    old = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b",
-                                "--reward.drop_invalid_samples"))  # fmt: skip
-    assert old.failure_policy == "drop_response" and not old.build(None).accepts_missing
-    record = {**new.to_json(), "failure_policy": None}
-    del record["failure_policy"]
-    record["drop_invalid_samples"] = True  # a reward_aggregator.json written before failure_policy existed
-    assert AggregatorSpec.from_json(record).failure_policy == "drop_response"
+    drop = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b",
+                                 "--reward.failure_policy", "drop_response"))  # fmt: skip
+    assert drop.failure_policy == "drop_response" and not drop.build(None).accepts_missing
+    assert AggregatorSpec.from_json(drop.to_json()).failure_policy == "drop_response"
     with pytest.raises(SpecError, match='"failure_policy"'):
         AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "failure_policy": "ignore"})
-    with pytest.raises(SpecError, match="not both"):
-        AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "failure_policy": "stop",
-                                                    "drop_invalid_samples": True})  # fmt: skip
+    with pytest.raises(SpecError, match=r"unknown keys \['drop_invalid_samples'\]"):
+        AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "drop_invalid_samples": True})
     with pytest.raises(SpecError, match="skip_objective needs normalization 'group' or 'none'"):
         AggregatorSpec("maestro", ("a", "b"), options={"normalization": "batch"}, failure_policy="skip_objective")
     with pytest.raises(SystemExit):  # argparse refuses a value outside the choices

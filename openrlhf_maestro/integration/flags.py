@@ -13,10 +13,6 @@ aggregator depends on (``openrlhf_problems``, shared with the hook on a patched 
                                       normalization, norm_eps and seed, which it shares by design
     --maestro.context response|prompt where a hidden-state aggregator reads h
     --perplexity.reasoning_end        --perplexity.reference_template   (the perplexity channel)
-
-Older spellings (``--reward.drop_invalid_samples`` and ``--maestro.drop_invalid_samples``: ``--reward.failure_policy
-drop_response``; ``--maestro.weights_log``, ``--maestro.reasoning_end``, ``--maestro.reference_template``) still work
-for one release and print which flag replaces them.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ import dataclasses
 import functools
 import inspect
 import json
-import sys
 from typing import Any
 
 from openrlhf_maestro.channels import get_channel
@@ -37,14 +32,6 @@ from openrlhf_maestro.spec import CONTEXTS, FAILURE_POLICIES, AggregatorSpec, Sp
 # MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
 _CONFIG_FIELDS = [f for f in dataclasses.fields(MaestroConfig) if f.name != "prior"]
 FILTER_SCORES = ("reward_function", "aggregator_weights")
-# old flag -> new flag; the old one keeps working for one release.
-DEPRECATED_FLAGS = {
-    "--maestro.drop_invalid_samples": "--reward.failure_policy drop_response",
-    "--reward.drop_invalid_samples": "--reward.failure_policy drop_response",
-    "--maestro.weights_log": "--reward.weights_log",
-    "--maestro.reasoning_end": "--perplexity.reasoning_end",
-    "--maestro.reference_template": "--perplexity.reference_template",
-}
 
 
 def _field_type(f: dataclasses.Field):
@@ -66,25 +53,6 @@ def upstream_hook_installed() -> bool:
     locations = list(spec.submodule_search_locations or []) if spec else []
     cli = [Path(loc) / "cli" / "train_ppo_ray.py" for loc in locations]
     return any(path.is_file() and '"--reward.aggregator"' in path.read_text() for path in cli)
-
-
-class _Deprecated(argparse.Action):
-    """An older spelling: stores into the new flag's destination and says which flag replaces it."""
-
-    def __init__(self, option_strings, dest, new_flag: str, **kwargs) -> None:
-        # "--new.flag VALUE": a switch that stores VALUE; "--new.flag": takes the value it is given
-        self.new_flag, _, self.stored = new_flag.partition(" ")
-        self.message = new_flag
-        super().__init__(option_strings, dest, nargs=0 if self.stored else None, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(
-            f"[openrlhf-maestro] {option_string} is deprecated and will be removed in the next release; "
-            f"use {self.message}",
-            file=sys.stderr,
-            flush=True,
-        )
-        setattr(namespace, self.dest, self.stored or values)
 
 
 def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,15 +138,6 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         help="perplexity channel: text after the reasoning; {reference} is the dataset label whose perplexity "
         "is measured (default: NOVER's answer block)",
     )
-    for old, new in DEPRECATED_FLAGS.items():
-        group.add_argument(
-            old,
-            dest=new.split()[0].removeprefix("--"),
-            action=_Deprecated,
-            new_flag=new,
-            default=argparse.SUPPRESS,
-            help=f"deprecated: use {new}",
-        )
     defaults = MaestroConfig()
     for f in _CONFIG_FIELDS:
         doc = _field_docs().get(f.name, "")

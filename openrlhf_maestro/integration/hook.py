@@ -50,7 +50,6 @@ from openrlhf_maestro.spec import AggregatorSpec, SpecError
 logger = logging.getLogger(__name__)
 
 CLIENT_STATE_KEY = "reward_aggregator"  # the checkpoint's client_states key, as in the upstream patch
-LEGACY_CLIENT_STATE_KEY = "maestro"  # checkpoints written before 0.3 (read on resume, never written)
 STANDALONE_NAME = "reward_aggregator"
 INVALID_KEY = "reward/invalid"  # info flag set per sample before the forwards (launcher path)
 

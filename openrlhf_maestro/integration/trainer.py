@@ -23,12 +23,7 @@ from openrlhf.trainer.ppo_trainer import PPOTrainer
 
 from openrlhf_maestro.integration.experience import AggregatingExperienceMaker
 from openrlhf_maestro.integration.flags import filter_weights, reward_model_channels, spec_from_flags
-from openrlhf_maestro.integration.hook import (
-    CLIENT_STATE_KEY,
-    LEGACY_CLIENT_STATE_KEY,
-    STANDALONE_NAME,
-    AggregatorHook,
-)
+from openrlhf_maestro.integration.hook import CLIENT_STATE_KEY, STANDALONE_NAME, AggregatorHook
 from openrlhf_maestro.integration.samples import ObjectiveCheckingSamplesGenerator
 
 logger = logging.getLogger(__name__)
@@ -158,7 +153,7 @@ class AggregatingTrainerMixin:
 
     def init_checkpoint_states(self) -> dict:
         states = super().init_checkpoint_states()
-        saved = states.get(CLIENT_STATE_KEY, states.get(LEGACY_CLIENT_STATE_KEY))
+        saved = states.get(CLIENT_STATE_KEY)
         if saved is None:
             if states.get("global_step", 0) > 0:
                 logger.warning("the checkpoint holds no reward-aggregator state: the aggregator starts afresh")
