@@ -22,7 +22,7 @@ def test_flags_json_args_and_saved_record_describe_the_same_spec():
     from_flags = spec_from_flags(
         flags(
             "--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--reward.weights", "3,1",
-            "--maestro.tau", "0.5", "--maestro.context", "prompt", "--reward.failure_policy", "drop_response",
+            "--maestro.tau", "0.5", "--reward.context", "prompt", "--reward.failure_policy", "drop_response",
             "--perplexity.reasoning_end", "</reason>",
         )
     )  # fmt: skip
@@ -38,7 +38,7 @@ def test_flags_json_args_and_saved_record_describe_the_same_spec():
 
 def test_the_aggregator_class_decides_options_and_prior():
     random = spec_from_flags(
-        flags("--reward.aggregator", "random", "--reward.objectives", "a,b", "--maestro.seed", "7")
+        flags("--reward.aggregator", "random", "--reward.objectives", "a,b", "--random.seed", "7")
     )
     assert set(random.options) == set(RandomEmphasisAggregator.option_names) and random.options["seed"] == 7
     assert isinstance(random.build(None), RandomEmphasisAggregator) and not random.needs_hidden
