@@ -105,7 +105,7 @@ def check_flags(argv: list[str]) -> int:
     run = LaunchRun()
     record = DryPlacement()
     try:
-        with installed(run), dry_placement(record):
+        with dry_placement(record), installed(run):  # the launch patches wrap the stand-ins (ray.is_initialized)
             run_openrlhf(argv)
     except PlacementChecked:
         ns = run.final

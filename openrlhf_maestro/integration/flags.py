@@ -420,7 +420,30 @@ def parse_launcher_spec(args: argparse.Namespace) -> tuple[AggregatorSpec | None
     except SpecError as err:
         return None, [str(err)]
     setattr(args, SPEC_ARGS_DEST, json.dumps(spec.to_json()))
-    return spec, openrlhf_problems(spec, args)
+    return spec, other_aggregator_options(spec, args) + openrlhf_problems(spec, args)
+
+
+def other_aggregator_options(spec: AggregatorSpec, args: object) -> list[str]:
+    """``--<other>.<option>`` flags set away from their default: options of an aggregator this run does not use,
+    which it would ignore (e.g. ``--maestro.seed`` with ``--reward.aggregator random``, which reads
+    ``--random.seed``)."""
+    stray = []
+    for name in available_aggregators():
+        cls = get_aggregator(name)
+        if name == spec.aggregator or cls.options_class is None:
+            continue
+        defaults = cls.options_class()
+        for option in cls.option_names:
+            value = flag_value(args, f"{name}.{option}", _MISSING)
+            if value is not _MISSING and value != getattr(defaults, option):
+                stray.append(f"--{name}.{option}")
+    if not stray:
+        return []
+    own = [f"--{spec.aggregator}.{o}" for o in spec.aggregator_class.option_names]
+    return [
+        f"{', '.join(stray)} set, but --reward.aggregator is {spec.aggregator}, which does not read them; its "
+        f"options are {', '.join(own) or 'none'}"
+    ]
 
 
 def validate(args: argparse.Namespace) -> list[str]:
