@@ -1,11 +1,14 @@
 """``AggregatorSpec``: everything that describes a run's reward aggregation, in one validated value.
 
-Three sources parse into it, and it serializes back to the third:
+Two readers, one JSON:
 
-- the launcher's flags (``--reward.aggregator/objectives/weights``, ``--maestro.*``, ``--perplexity.*``,
-  ``--reward.failure_policy``, ``--reward.weights_log``): ``AggregatorSpec.from_flags(args)``;
-- a patched OpenRLHF's ``--reward.aggregator_args`` (a JSON object): ``AggregatorSpec.from_aggregator_args``;
-- the saved ``reward_aggregator.json`` / checkpoint record: ``AggregatorSpec.from_json(spec.to_json())``.
+- the launcher's flags (``--reward.aggregator/objectives/weights/context/failure_policy/weights_log/plugins``,
+  ``--<aggregator>.<option>``, ``--perplexity.*``): ``integration.flags.spec_from_flags``, once, in the driver;
+- that spec's ``to_json()``, which the driver hands to the Ray actors as ``--reward.aggregator_args``, a patched
+  OpenRLHF's own ``--reward.aggregator_args`` and the saved ``reward_aggregator.json`` / checkpoint record:
+  ``AggregatorSpec.from_json`` (``from_aggregator_args`` with the aggregator's name taken out).
+
+``SPEC_FIELDS`` is the one table of the fields, their JSON keys and their flags.
 
 One naming rule for objectives (``OBJECTIVE_NAME``), one validation (``__post_init__``). The aggregator's
 class (from the registry in ``openrlhf_maestro.method``) says which options it reads, whether its weights

@@ -48,7 +48,9 @@ def _option_type(f: dataclasses.Field) -> Any:
     ``bool`` true/false."""
     text = str(f.type).replace(" ", "")
     optional = "None" in text.split("|") or text.startswith("Optional[")
-    text = "|".join(t for t in text.split("|") if t != "None").removeprefix("Optional[").removesuffix("]")
+    text = "|".join(t for t in text.split("|") if t != "None")
+    if text.startswith("Optional["):
+        text = text.removeprefix("Optional[").removesuffix("]")
     scalars = {"int": int, "float": float, "str": str, "bool": _bool}
     if text.startswith(("tuple[", "Sequence[", "list[")):
         item = scalars.get(text.split("[", 1)[1].split(",")[0].rstrip("]"), str)
