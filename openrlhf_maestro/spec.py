@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openrlhf_maestro.channels import ModelChannel, get_channel, is_channel
-from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module
+from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module, validate_prior
 from openrlhf_maestro.probe import CONTEXTS
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -142,11 +142,11 @@ class AggregatorSpec:
                     field="weights",
                 )
             weights = tuple(float(w) for w in weights)
-            if cls.weights_are_prior and (any(w < 0 for w in weights) or sum(weights) <= 0):
-                raise SpecError(
-                    f"the weights are {self.aggregator}'s prior: non-negative, positive sum, got {list(weights)}",
-                    field="weights",
-                )
+            if cls.weights_are_prior:
+                try:
+                    validate_prior(weights, len(objectives))  # the prior's one check (also config's, Conductor's)
+                except ValueError as err:
+                    raise SpecError(f"the weights are {self.aggregator}'s prior: {err}", field="weights") from None
             object.__setattr__(self, "weights", weights)
         try:  # the aggregator's class checks its options (e.g. MaestroConfig), before any model loads
             object.__setattr__(self, "option_values", cls.validate_options(self.options, len(objectives)))

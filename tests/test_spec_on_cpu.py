@@ -47,8 +47,10 @@ def test_the_aggregator_class_decides_options_and_prior():
     )
     assert total.options == {} and total.weights == (1.0, -2.0)  # static weights may be negative, a prior not
     assert isinstance(total.build(None), SumAggregator)
-    with pytest.raises(SpecError, match=r"maestro's prior: non-negative, positive sum, got \[1.0, -2.0\]"):
+    with pytest.raises(SpecError, match=r"maestro's prior: prior\[1\] must be a finite number >= 0, got -2.0"):
         AggregatorSpec("maestro", ("a", "b"), weights=(1, -2))
+    with pytest.raises(SpecError, match=r"random's prior: prior must have a positive sum, got \[0.0, 0.0\]"):
+        AggregatorSpec("random", ("a", "b"), weights=(0, 0))
     maestro = AggregatorSpec("maestro", ("a", "b"), options={"lr": 0.1})
     assert maestro.needs_hidden and isinstance(maestro.build(16), MaestroAggregator)
 

@@ -95,7 +95,10 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
             ["--reward.aggregator", "sum", "--reward.objectives", "a", "--reward.weights", "x"],
             "comma-separated numbers",
         ),
-        (["--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights", "1,-1"], "non-negative"),
+        (
+            ["--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights", "1,-1"],
+            "maestro's prior: prior[1] must be a finite number >= 0",
+        ),
         (
             ["--reward.aggregator", "gdpo", "--reward.objectives", "a", "--rollout.n_samples_per_prompt", "1"],
             "--rollout.n_samples_per_prompt 1",
