@@ -15,7 +15,7 @@ per family are never training rewards.
    Each step is one on-policy update (so PPO's ratio is 1 and its loss is the policy gradient):
 
        h_ij = the policy's final-normed hidden state (input of lm_head) at response j's last token
-              (maestro-prompt: at the prompt's last token, like --maestro.context prompt)
+              (maestro-prompt: at the prompt's last token, like --reward.context prompt)
        R_ij = aggregator(r_ij, group, h_ij);   Â_ij = (R_ij − mean_i R) / (std_i R + 1e-9)   (OpenRLHF's GRPO)
        L(θ) = − Σ_ij Σ_t Â_ij log π_θ(y_ijt | ·) / Σ_ij |y_ij|;  then aggregator.feedback(Â)
 
@@ -282,7 +282,7 @@ def train_run(spec: RunSpec) -> dict:
         logits = model.lm_head(hidden[:, p - 1 : -1]).float()
         logp = torch.log_softmax(logits, -1).gather(-1, ids[:, p:, None]).squeeze(-1)  # (N, T)
         last = p + resp_mask.long().sum(-1) - 1  # the response's last token (EOS if it stopped)
-        # --maestro.context response (the paper's): h at the response's last token; prompt: at the prompt's last.
+        # --reward.context response (the paper's): h at the response's last token; prompt: at the prompt's last.
         h = hidden[:, p - 1] if spec.method == "maestro-prompt" else hidden[torch.arange(len(rows)), last]
         h = h.detach()
 

@@ -9,7 +9,7 @@ maker calls it. Five cases per sequence length, each in a fresh subprocess:
 
     openrlhf        no aggregator: ``forward`` without a probe (OpenRLHF alone), temperature 1
     openrlhf-t0.6   the same at temperature 0.6 (OpenRLHF divides its float32 logits in place)
-    maestro-h       the probe reads h only (``--maestro.context response``), temperature 1
+    maestro-h       the probe reads h only (``--reward.context response``), temperature 1
     entropy-t1      h and the ``entropy`` channel, temperature 1
     entropy-t0.6    h and the ``entropy`` channel, temperature 0.6 (Qwen's thinking-mode temperature)
 

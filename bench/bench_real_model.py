@@ -19,7 +19,8 @@ Two questions (``bench/real_model_task.py`` has the prompts, references and metr
 
 Every run is ``examples/scripts/train_grpo_smollm2_cpu.sh`` (the `make demo` settings: 4 prompts x 4 samples
 per step, 64 new tokens, temperature 0.7, actor lr 3e-5, KL 0.01, Conductor lr 2e-3) with
-``--reward.aggregator METHOD --train.seed SEED`` (and ``--maestro.seed SEED`` for the draws of maestro and random);
+``--reward.aggregator METHOD --train.seed SEED`` (and ``--<METHOD>.seed SEED`` for the draws of maestro and
+random);
 objectives format and length (``demo_real_reward.py``),
 entropy and perplexity of the reference (the plugin). One run per (method, seed): WORKDIR/runs/<name>.json,
 written when the run is scored; its trained model is deleted then (270 MB each). A rerun skips finished
@@ -133,7 +134,7 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
     )
     flags = ["--train.seed", str(seed), "--reward.weights_log", str(out / "weights.jsonl"), *extra]
     if aggregator in ("maestro", "random"):  # their draws have a seed of their own (MaestroConfig.seed, default 0)
-        flags += ["--maestro.seed", str(seed)]
+        flags += [f"--{aggregator}.seed", str(seed)]
     t0 = time.time()
     with (out / "run.log").open("w") as log:
         proc = subprocess.run(

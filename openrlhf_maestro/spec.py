@@ -1,11 +1,14 @@
 """``AggregatorSpec``: everything that describes a run's reward aggregation, in one validated value.
 
-Three sources parse into it, and it serializes back to the third:
+Two readers, one JSON:
 
-- the launcher's flags (``--reward.aggregator/objectives/weights``, ``--maestro.*``, ``--perplexity.*``,
-  ``--reward.failure_policy``, ``--reward.weights_log``): ``AggregatorSpec.from_flags(args)``;
-- a patched OpenRLHF's ``--reward.aggregator_args`` (a JSON object): ``AggregatorSpec.from_aggregator_args``;
-- the saved ``reward_aggregator.json`` / checkpoint record: ``AggregatorSpec.from_json(spec.to_json())``.
+- the launcher's flags (``--reward.aggregator/objectives/weights/context/failure_policy/weights_log/plugins``,
+  ``--<aggregator>.<option>``, ``--perplexity.*``): ``integration.flags.spec_from_flags``, once, in the driver;
+- that spec's ``to_json()``, which the driver hands to the Ray actors as ``--reward.aggregator_args``, a patched
+  OpenRLHF's own ``--reward.aggregator_args`` and the saved ``reward_aggregator.json`` / checkpoint record:
+  ``AggregatorSpec.from_json`` (``from_aggregator_args`` with the aggregator's name taken out).
+
+``SPEC_FIELDS`` is the one table of the fields, their JSON keys and their flags.
 
 One naming rule for objectives (``OBJECTIVE_NAME``), one validation (``__post_init__``). The aggregator's
 class (from the registry in ``openrlhf_maestro.method``) says which options it reads, whether its weights
@@ -22,23 +25,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openrlhf_maestro.channels import ModelChannel, get_channel, is_channel
-from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module
+from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module, validate_prior
 from openrlhf_maestro.metric_names import colliding_key, objective_key, reward_key
 from openrlhf_maestro.probe import CONTEXTS
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 ARGS_FLAG = "--reward.aggregator_args"
-JSON_KEYS = (
-    "objectives",
-    "weights",
-    "options",
-    "context",
-    "channels",
-    "failure_policy",
-    "drop_invalid_samples",  # older: true is failure_policy "drop_response"
-    "weights_log",
-    "plugins",
+
+
+@dataclass(frozen=True)
+class SpecField:
+    """One row of ``SPEC_FIELDS``: a spec field, its key in the JSON, the launcher flag that sets it."""
+
+    name: str
+    """The ``AggregatorSpec`` field."""
+    key: str
+    """Its key in ``to_json`` / ``--reward.aggregator_args``."""
+    flag: str
+    """The launcher's flag for it (``integration.flags``), named in its errors."""
+
+
+SPEC_FIELDS = (
+    SpecField("aggregator", "aggregator", "--reward.aggregator"),
+    SpecField("objectives", "objectives", "--reward.objectives"),
+    SpecField("weights", "weights", "--reward.weights"),
+    SpecField("options", "options", "--<aggregator>.*"),
+    SpecField("context", "context", "--reward.context"),
+    SpecField("channels", "channels", "--<channel>.*"),
+    SpecField("failure_policy", "failure_policy", "--reward.failure_policy"),
+    SpecField("weights_log", "weights_log", "--reward.weights_log"),
+    SpecField("plugins", "plugins", "--reward.plugins"),
 )
+FIELD = {f.name: f for f in SPEC_FIELDS}
 FAILURE_POLICIES = ("stop", "drop_response", "skip_objective")
 
 
@@ -93,6 +111,8 @@ class AggregatorSpec:
     plugins: tuple[str, ...] = ()
     """Modules (``pkg.mod``) or files (``path.py``) imported first, in every process: they register aggregators
     (``@register_aggregator``) and model channels (``@register_channel``) under short names."""
+    option_values: Any = field(default=None, init=False, compare=False, repr=False)
+    """The options as the aggregator class's ``options_class`` value (``validate_options``); set by the spec."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", load_plugins(self.plugins))
@@ -130,21 +150,20 @@ class AggregatorSpec:
                     field="weights",
                 )
             weights = tuple(float(w) for w in weights)
-            if cls.weights_are_prior and (any(w < 0 for w in weights) or sum(weights) <= 0):
-                raise SpecError(
-                    f"the weights are {self.aggregator}'s prior: non-negative, positive sum, got {list(weights)}",
-                    field="weights",
-                )
+            if cls.weights_are_prior:
+                try:
+                    validate_prior(weights, len(objectives))  # the prior's one check (also config's, Conductor's)
+                except ValueError as err:
+                    raise SpecError(f"the weights are {self.aggregator}'s prior: {err}", field="weights") from None
             object.__setattr__(self, "weights", weights)
-        unknown = sorted(set(self.options) - set(cls.option_names))
-        if unknown:
-            hint = " (the prior is the weights)" if "prior" in unknown else ""
-            raise SpecError(
-                f"the {self.aggregator!r} aggregator has no options {unknown}{hint}; it reads "
-                f"{list(cls.option_names) or 'none'}",
-                field="options",
-            )
-        object.__setattr__(self, "options", dict(self.options))
+        try:  # the aggregator's class checks its options (e.g. MaestroConfig), before any model loads
+            object.__setattr__(self, "option_values", cls.validate_options(self.options, len(objectives)))
+        except (TypeError, ValueError) as err:
+            raise SpecError(str(err), field="options") from None
+        # JSON has no tuples: a list option (hidden_sizes) is the tuple to_json wrote as a list
+        object.__setattr__(
+            self, "options", {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
+        )
         if self.failure_policy not in FAILURE_POLICIES:
             raise SpecError(
                 f"failure_policy must be one of {list(FAILURE_POLICIES)}, got {self.failure_policy!r}",
@@ -183,10 +202,6 @@ class AggregatorSpec:
         rms = [n for n in self.model_channels if get_channel(n).source == "reward_model"]
         if len(rms) > 1:
             raise SpecError(f"channels {rms} each need a reward model; one is supported", field="objectives")
-        try:  # the aggregator's own checks of its options (e.g. MaestroConfig): fail before any model loads
-            self.build(hidden_size=None)
-        except (TypeError, ValueError) as err:
-            raise SpecError(f"the {self.aggregator!r} aggregator's options: {err}", field="options") from None
 
     # -- what the aggregator needs ------------------------------------------------------------------------
 
@@ -203,8 +218,9 @@ class AggregatorSpec:
 
     @property
     def needs_groups(self) -> bool:
-        """Whether the aggregator, with these options, reads prompt-group statistics (2+ responses per group)."""
-        return self.build(hidden_size=None).needs_groups
+        """Whether the aggregator, with these options, reads prompt-group statistics (2+ responses per group);
+        the class answers from the options, nothing is built."""
+        return self.aggregator_class.needs_groups(self.option_values)
 
     @property
     def model_channels(self) -> list[str]:
@@ -233,8 +249,9 @@ class AggregatorSpec:
     # -- JSON -----------------------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """A plain dict (lists, not tuples) that ``from_json`` turns back into an equal spec."""
-        return {
+        """A plain dict (lists, not tuples; keys from ``SPEC_FIELDS``) that ``from_json`` turns back into an equal
+        spec; ``context`` only for an aggregator that reads hidden states (elsewhere it means nothing)."""
+        plain = {
             "aggregator": self.aggregator,
             "objectives": list(self.objectives),
             "weights": None if self.weights is None else list(self.weights),
@@ -245,53 +262,33 @@ class AggregatorSpec:
             "weights_log": self.weights_log,
             "plugins": list(self.plugins),
         }
+        if not self.needs_hidden:
+            del plain["context"]
+        return {f.key: plain[f.name] for f in SPEC_FIELDS if f.name in plain}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AggregatorSpec:
-        """A ``to_json`` dict, or a ``reward_aggregator.json`` written before the spec existed (``config`` held
-        the options and weights were strings); keys that are not the spec's (``hidden_size``) are ignored."""
-        data = dict(data)
-        load_plugins(data.get("plugins") or ())  # before the aggregator's options are looked up
-        aggregator = data["aggregator"]
-        options = data.get("options")
-        if options is None:  # the older record
-            allowed = get_aggregator(aggregator).option_names
-            options = {k: v for k, v in (data.get("config") or {}).items() if k in allowed}
-        if "hidden_sizes" in options:
-            options["hidden_sizes"] = tuple(options["hidden_sizes"])
-        weights = data.get("weights")
-        return cls(
-            aggregator=aggregator,
-            objectives=tuple(data["objectives"]),
-            weights=None if weights is None else tuple(float(w) for w in weights),
-            options=options,
-            context=data.get("context", "response"),
-            channels=data.get("channels", {}),
-            failure_policy=_failure_policy(data),
-            weights_log=data.get("weights_log"),
-            plugins=tuple(data.get("plugins") or ()),
-        )
+        """A ``to_json`` dict (also ``--reward.aggregator_args``, which a launcher run carries to its actors);
+        keys that are not the spec's (``hidden_size``, ``state`` of a saved record) are ignored."""
+        keys = {f.key for f in SPEC_FIELDS}
+        data = {k: v for k, v in data.items() if k in keys}
+        return cls.from_aggregator_args(data.pop("aggregator"), data)
 
     @classmethod
     def from_aggregator_args(cls, aggregator: str, args: Mapping[str, Any]) -> AggregatorSpec:
         """``--reward.aggregator_args '{"aggregator": NAME, ...}'`` (a patched OpenRLHF); errors name the flag.
 
         Keys: objectives (required), weights, options, context, channels, failure_policy, weights_log, plugins.
-        ``maestro`` is the older spelling of ``options``, ``drop_invalid_samples: true`` of ``failure_policy:
-        "drop_response"``.
         """
         try:
             if not isinstance(args, Mapping):
                 raise SpecError(f"must be a JSON object, got {args!r}")
             args = dict(args)
             load_plugins(args.get("plugins") or [])  # they may register the aggregator named
-            if "maestro" in args:
-                if "options" in args:
-                    raise SpecError('give "options" or its older spelling "maestro", not both')
-                args["options"] = args.pop("maestro")
-            unknown = sorted(set(args) - set(JSON_KEYS))
+            keys = [f.key for f in SPEC_FIELDS if f.name != "aggregator"]
+            unknown = sorted(set(args) - set(keys))
             if unknown:
-                raise SpecError(f"unknown keys {unknown}; valid keys: {list(JSON_KEYS)}")
+                raise SpecError(f"unknown keys {unknown}; valid keys: {keys}")
             objectives = args.get("objectives")
             if not isinstance(objectives, list) or not objectives:
                 raise SpecError(
@@ -314,24 +311,15 @@ class AggregatorSpec:
                 options=args.get("options", {}),
                 context=args.get("context", "response"),
                 channels=args.get("channels", {}),
-                failure_policy=_failure_policy(args),
+                failure_policy=args.get("failure_policy", "stop"),
                 weights_log=args.get("weights_log"),
                 plugins=tuple(args.get("plugins") or ()),
             )
         except SpecError as err:
-            where = f' "{err.field}"' if err.field else ""
+            where = f' "{FIELD[err.field].key}"' if err.field else ""
             raise SpecError(f"{ARGS_FLAG}{where}: {err}", err.field) from None
         except ValueError as err:
             raise SpecError(f"{ARGS_FLAG}: {err}") from None
-
-
-def _failure_policy(data: Mapping[str, Any]) -> str:
-    """``failure_policy``, or the older boolean ``drop_invalid_samples`` (true: drop_response)."""
-    if "failure_policy" in data and "drop_invalid_samples" in data:
-        raise SpecError('give "failure_policy" or its older form "drop_invalid_samples", not both', "failure_policy")
-    if "failure_policy" in data:
-        return data["failure_policy"]
-    return "drop_response" if data.get("drop_invalid_samples") else "stop"
 
 
 def _is_number(value: object) -> bool:

@@ -103,18 +103,13 @@ def test_verify_weight_sync_runs_on_the_gpu_path_and_cpu_isa_still_needs_the_cpu
     calls = []
 
     @contextlib.contextmanager
-    def parser_hook(add_arguments, on_parsed):
-        on_parsed(None, args)  # what OpenRLHF's parse_args hands the launcher once the run starts
-        yield
+    def installed(run):  # what integration.launch's patches record once OpenRLHF's CLI runs
+        assert run.capture_engines
+        run.args = args
+        run.engines.append("engine")
+        yield run
 
-    @contextlib.contextmanager
-    def capture(engines):
-        engines.append("engine")
-        yield
-
-    monkeypatch.setattr(launcher, "openrlhf_parser_hook", parser_hook)
-    monkeypatch.setattr(launcher, "_on_parsed", lambda parser, ns, parsed: parsed.update(args=ns))
-    monkeypatch.setattr(launcher, "capture_vllm_engines", capture)
+    monkeypatch.setattr(launcher, "installed", installed)
     monkeypatch.setattr(launcher, "run_openrlhf", lambda argv: calls.append(argv))
     monkeypatch.setattr(weight_sync_check, "verify", lambda *a, **kw: calls.append((a, kw)) or False)
     assert launcher.main(["--runtime.verify_weight_sync", *USER_FLAGS]) == 3

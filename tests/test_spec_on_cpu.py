@@ -22,7 +22,7 @@ def test_flags_json_args_and_saved_record_describe_the_same_spec():
     from_flags = spec_from_flags(
         flags(
             "--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--reward.weights", "3,1",
-            "--maestro.tau", "0.5", "--maestro.context", "prompt", "--reward.drop_invalid_samples",
+            "--maestro.tau", "0.5", "--reward.context", "prompt", "--reward.failure_policy", "drop_response",
             "--perplexity.reasoning_end", "</reason>",
         )
     )  # fmt: skip
@@ -38,7 +38,7 @@ def test_flags_json_args_and_saved_record_describe_the_same_spec():
 
 def test_the_aggregator_class_decides_options_and_prior():
     random = spec_from_flags(
-        flags("--reward.aggregator", "random", "--reward.objectives", "a,b", "--maestro.seed", "7")
+        flags("--reward.aggregator", "random", "--reward.objectives", "a,b", "--random.seed", "7")
     )
     assert set(random.options) == set(RandomEmphasisAggregator.option_names) and random.options["seed"] == 7
     assert isinstance(random.build(None), RandomEmphasisAggregator) and not random.needs_hidden
@@ -47,8 +47,10 @@ def test_the_aggregator_class_decides_options_and_prior():
     )
     assert total.options == {} and total.weights == (1.0, -2.0)  # static weights may be negative, a prior not
     assert isinstance(total.build(None), SumAggregator)
-    with pytest.raises(SpecError, match=r"maestro's prior: non-negative, positive sum, got \[1.0, -2.0\]"):
+    with pytest.raises(SpecError, match=r"maestro's prior: prior\[1\] must be a finite number >= 0, got -2.0"):
         AggregatorSpec("maestro", ("a", "b"), weights=(1, -2))
+    with pytest.raises(SpecError, match=r"random's prior: prior must have a positive sum, got \[0.0, 0.0\]"):
+        AggregatorSpec("random", ("a", "b"), weights=(0, 0))
     maestro = AggregatorSpec("maestro", ("a", "b"), options={"lr": 0.1})
     assert maestro.needs_hidden and isinstance(maestro.build(16), MaestroAggregator)
 
@@ -80,20 +82,6 @@ def test_one_validation_names_the_bad_value(kwargs, message):
         AggregatorSpec(**{**base, **kwargs})
 
 
-def test_a_record_saved_before_the_spec_still_loads():
-    old = {
-        "aggregator": "maestro",
-        "objectives": ["format", "length"],
-        "weights": ["3", "1"],
-        "hidden_size": 128,
-        "num_objectives": 2,
-        "context": "response",
-        "config": {"tau": 0.5, "prior": [0.75, 0.25], "hidden_sizes": [], "lr": 0.01},
-    }
-    spec = AggregatorSpec.from_json(old)
-    assert spec.weights == (3.0, 1.0) and spec.options == {"tau": 0.5, "hidden_sizes": (), "lr": 0.01}
-
-
 def test_a_class_given_as_file_and_name_is_resolved_and_registered(tmp_path):
     path = tmp_path / "my_agg.py"
     path.write_text(
@@ -110,19 +98,6 @@ def test_a_class_given_as_file_and_name_is_resolved_and_registered(tmp_path):
         AggregatorSpec(f"{path}:Nope", ("a",))
 
 
-def test_deprecated_flags_still_work_and_name_their_replacement(capsys):
-    ns = flags(
-        "--reward.aggregator", "sum", "--reward.objectives", "a,perplexity",
-        "--maestro.drop_invalid_samples", "--maestro.weights_log", "w.jsonl", "--maestro.reasoning_end", "</r>",
-    )  # fmt: skip
-    spec = spec_from_flags(ns)
-    assert spec.drop_invalid_samples and spec.weights_log == "w.jsonl"
-    assert spec.channels["perplexity"]["reasoning_end"] == "</r>"
-    err = capsys.readouterr().err
-    assert "--maestro.drop_invalid_samples is deprecated" in err and "use --reward.failure_policy drop_response" in err
-    assert "use --perplexity.reasoning_end" in err and "use --reward.weights_log" in err
-
-
 def test_a_missing_plugin_in_json_args_names_the_key():
     with pytest.raises(SpecError, match=r"--reward.aggregator_args \"plugins\": cannot import plugin 'no_such_mod_q'"):
         AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "plugins": ["no_such_mod_q"]})
@@ -132,18 +107,14 @@ def test_failure_policy_parses_from_every_source_and_refuses_what_cannot_skip():
     new = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b", "--reward.failure_policy",
                                 "skip_objective"))  # fmt: skip
     assert new.failure_policy == "skip_objective" and new.build(None).accepts_missing
-    old = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b",
-                                "--reward.drop_invalid_samples"))  # fmt: skip
-    assert old.failure_policy == "drop_response" and not old.build(None).accepts_missing
-    record = {**new.to_json(), "failure_policy": None}
-    del record["failure_policy"]
-    record["drop_invalid_samples"] = True  # a reward_aggregator.json written before failure_policy existed
-    assert AggregatorSpec.from_json(record).failure_policy == "drop_response"
+    drop = spec_from_flags(flags("--reward.aggregator", "gdpo", "--reward.objectives", "a,b",
+                                 "--reward.failure_policy", "drop_response"))  # fmt: skip
+    assert drop.failure_policy == "drop_response" and not drop.build(None).accepts_missing
+    assert AggregatorSpec.from_json(drop.to_json()).failure_policy == "drop_response"
     with pytest.raises(SpecError, match='"failure_policy"'):
         AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "failure_policy": "ignore"})
-    with pytest.raises(SpecError, match="not both"):
-        AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "failure_policy": "stop",
-                                                    "drop_invalid_samples": True})  # fmt: skip
+    with pytest.raises(SpecError, match=r"unknown keys \['drop_invalid_samples'\]"):
+        AggregatorSpec.from_aggregator_args("sum", {"objectives": ["a"], "drop_invalid_samples": True})
     with pytest.raises(SpecError, match="skip_objective needs normalization 'group' or 'none'"):
         AggregatorSpec("maestro", ("a", "b"), options={"normalization": "batch"}, failure_policy="skip_objective")
     with pytest.raises(SystemExit):  # argparse refuses a value outside the choices

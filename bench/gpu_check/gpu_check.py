@@ -10,7 +10,7 @@ policy actors run, around OpenRLHF's own ``Actor.forward``:
 
 1. **exactness**: a batch of rows of different lengths (left-padded prompts, right-padded responses) through
    the padded and the packed path (``packing_samples``: one row of the attended tokens, per-sample position
-   ids, sdpa), at temperature 0.6, reading h (``--maestro.context response``) and ``entropy``. Checked: the
+   ids, sdpa), at temperature 0.6, reading h (``--reward.context response``) and ``entropy``. Checked: the
    log-probs, h and the entropy agree between the two paths; lm_head fired once per forward; the probe's
    outputs are float32 on the CPU; h equals the model's own final-normed state at each sample's last token and
    the entropy equals the one from OpenRLHF's float32 logits (upcast, then divided).

@@ -53,7 +53,7 @@ if [ "$AGGREGATOR" != none ]; then
   if [ -n "$WEIGHTS" ]; then MAESTRO_ARGS+=(--reward.weights "$WEIGHTS"); fi
 fi
 if [ "$AGGREGATOR" = maestro ]; then
-  MAESTRO_ARGS+=(--maestro.lr "$MAESTRO_LR" --maestro.update_every 1 --maestro.context response)
+  MAESTRO_ARGS+=(--maestro.lr "$MAESTRO_LR" --maestro.update_every 1 --reward.context response)
 fi
 LOG_ARGS=(--logger.tensorboard_dir "$OUT/tensorboard" --ckpt.output_dir "$OUT/model" --ckpt.path "$CKPT")
 

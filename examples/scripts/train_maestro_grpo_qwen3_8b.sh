@@ -76,7 +76,7 @@ MAESTRO_ARGS=(--reward.aggregator "$AGGREGATOR" --reward.objectives "$OBJECTIVES
 if [ -n "$WEIGHTS" ]; then MAESTRO_ARGS+=(--reward.weights "$WEIGHTS"); fi
 if [ "$AGGREGATOR" = maestro ]; then
   # Defaults tuned for H = 4096 (docs/method.md); one meta-update per rollout batch.
-  MAESTRO_ARGS+=(--maestro.lr 3e-4 --maestro.update_every 1 --maestro.context response
+  MAESTRO_ARGS+=(--maestro.lr 3e-4 --maestro.update_every 1 --reward.context response
     --reward.weights_log "$SAVE/maestro_weights.jsonl")
 fi
 CKPT_ARGS=(--ckpt.output_dir "$SAVE" --ckpt.path "$SAVE/ckpt" --ckpt.save_steps 20 --ckpt.load_enable)

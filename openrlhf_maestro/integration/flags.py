@@ -1,22 +1,19 @@
 """The plugin's flags, added to OpenRLHF's own ``train_ppo_ray`` parser, parsed into an ``AggregatorSpec``.
 
 The flags use OpenRLHF's dotted style, so ``hierarchize`` nests them like its own (``args.reward.aggregator``,
-``args.maestro.tau``) and they reach every Ray actor inside the pickled strategy. ``validate`` runs right
-after parsing, before Ray or any model starts: the spec's own validation plus the OpenRLHF flags an
-aggregator depends on (``openrlhf_problems``, shared with the hook on a patched OpenRLHF).
+``args.maestro.tau``). The driver parses them into one ``AggregatorSpec`` right after OpenRLHF's parser returns
+(``parse_launcher_spec``: the spec's own validation plus the OpenRLHF flags an aggregator depends on,
+``openrlhf_problems``, shared with the hook on a patched OpenRLHF) and writes its JSON into the namespace as
+``reward.aggregator_args``: every Ray actor rebuilds the spec from that JSON, on both paths.
 
     --reward.aggregator NAME          a registered aggregator, an entry point, module:Class or file.py:Class
     --reward.objectives A,B           --reward.weights 1,2
     --reward.failure_policy stop|drop_response|skip_objective    --reward.weights_log FILE
     --reward.plugins A.py,pkg.mod     imported first in every process: they register aggregators and channels
-    --maestro.<option>                the Conductor's options (MaestroConfig); `random` reads beta,
-                                      normalization, norm_eps and seed, which it shares by design
-    --maestro.context response|prompt where a hidden-state aggregator reads h
+    --reward.context response|prompt  where a hidden-state aggregator reads h
+    --<aggregator>.<option>           each registered aggregator's own options (the fields of its
+                                      ``options_class``: --maestro.tau, --random.beta, --gdpo.eps, a plugin's)
     --perplexity.reasoning_end        --perplexity.reference_template   (the perplexity channel)
-
-Older spellings (``--reward.drop_invalid_samples`` and ``--maestro.drop_invalid_samples``: ``--reward.failure_policy
-drop_response``; ``--maestro.weights_log``, ``--maestro.reasoning_end``, ``--maestro.reference_template``) still work
-for one release and print which flag replaces them.
 """
 
 from __future__ import annotations
@@ -27,34 +24,50 @@ import dataclasses
 import functools
 import inspect
 import json
-import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from openrlhf_maestro.channels import get_channel
-from openrlhf_maestro.method import GROUP_ESTIMATORS, MaestroConfig, available_aggregators, get_aggregator
+from openrlhf_maestro.method import GROUP_ESTIMATORS, RewardAggregator, available_aggregators, get_aggregator
 from openrlhf_maestro.metric_names import objective_key
-from openrlhf_maestro.spec import CONTEXTS, FAILURE_POLICIES, AggregatorSpec, SpecError, load_plugins
+from openrlhf_maestro.spec import (
+    CONTEXTS,
+    FAILURE_POLICIES,
+    FIELD,
+    AggregatorSpec,
+    SpecError,
+    load_plugins,
+)
 
-# MaestroConfig fields exposed as --maestro.<name>; `prior` comes from --reward.weights instead.
-_CONFIG_FIELDS = [f for f in dataclasses.fields(MaestroConfig) if f.name != "prior"]
 FILTER_SCORES = ("reward_function", "aggregator_weights")
-# old flag -> new flag; the old one keeps working for one release.
-DEPRECATED_FLAGS = {
-    "--maestro.drop_invalid_samples": "--reward.failure_policy drop_response",
-    "--reward.drop_invalid_samples": "--reward.failure_policy drop_response",
-    "--maestro.weights_log": "--reward.weights_log",
-    "--maestro.reasoning_end": "--perplexity.reasoning_end",
-    "--maestro.reference_template": "--perplexity.reference_template",
-}
+SPEC_ARGS_DEST = "reward.aggregator_args"  # where the driver writes the spec's JSON (args.reward.aggregator_args)
 
 
-def _field_type(f: dataclasses.Field):
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if f.name == "grad_clip":
-        return lambda text: None if text.lower() == "none" else float(text)
-    if f.name == "hidden_sizes":
-        return lambda text: tuple(int(x) for x in text.split(",") if x.strip())
-    return type(default)
+def _option_type(f: dataclasses.Field) -> Any:
+    """An argparse ``type`` for an options dataclass field, from its annotation (a string under
+    ``from __future__ import annotations``): ``X | None`` also takes ``none``, ``tuple[T, ...]`` a comma list,
+    ``bool`` true/false."""
+    text = str(f.type).replace(" ", "")
+    optional = "None" in text.split("|") or text.startswith("Optional[")
+    text = "|".join(t for t in text.split("|") if t != "None")
+    if text.startswith("Optional["):
+        text = text.removeprefix("Optional[").removesuffix("]")
+    scalars = {"int": int, "float": float, "str": str, "bool": _bool}
+    if text.startswith(("tuple[", "Sequence[", "list[")):
+        item = scalars.get(text.split("[", 1)[1].split(",")[0].rstrip("]"), str)
+        convert = lambda value: tuple(item(x) for x in value.split(",") if x.strip())  # noqa: E731
+    else:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        convert = scalars.get(text, type(default) if default is not None else str)
+    if not optional:
+        return convert
+    return lambda value: None if value.lower() == "none" else convert(value)
+
+
+def _bool(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value.lower() in ("true", "1")
 
 
 def upstream_hook_installed() -> bool:
@@ -69,34 +82,23 @@ def upstream_hook_installed() -> bool:
     return any(path.is_file() and '"--reward.aggregator"' in path.read_text() for path in cli)
 
 
-class _Deprecated(argparse.Action):
-    """An older spelling: stores into the new flag's destination and says which flag replaces it."""
+def add_plugin_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> bool:
+    """Add the plugin's flags (module docstring) to OpenRLHF's parser; returns whether it added them.
 
-    def __init__(self, option_strings, dest, new_flag: str, **kwargs) -> None:
-        # "--new.flag VALUE": a switch that stores VALUE; "--new.flag": takes the value it is given
-        self.new_flag, _, self.stored = new_flag.partition(" ")
-        self.message = new_flag
-        super().__init__(option_strings, dest, nargs=0 if self.stored else None, **kwargs)
+    ``argv`` is scanned for ``--reward.plugins`` first, so the aggregators the plugins register have their
+    ``--<aggregator>.<option>`` flags too. A patched OpenRLHF defines ``--reward.aggregator`` itself (a file
+    defining ``RewardAggregator``, configured by ``--reward.aggregator_args``); then it builds the same
+    ``AggregatorHook`` from ``openrlhf_maestro/integration/reward_aggregator.py``, and nothing is added.
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(
-            f"[openrlhf-maestro] {option_string} is deprecated and will be removed in the next release; "
-            f"use {self.message}",
-            file=sys.stderr,
-            flush=True,
-        )
-        setattr(namespace, self.dest, self.stored or values)
-
-
-def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the plugin's flags (module docstring) to OpenRLHF's parser.
-
-    A patched OpenRLHF defines ``--reward.aggregator`` itself (a file defining ``RewardAggregator``, configured by
-    ``--reward.aggregator_args``); then it builds the same ``AggregatorHook`` from
-    ``openrlhf_maestro/integration/reward_aggregator.py``, and the launcher adds nothing.
+    Raises:
+        SpecError: a plugin named in ``argv`` does not import.
     """
     if "--reward.aggregator" in parser._option_string_actions:
-        return
+        return False
+    try:
+        load_plugins(parse_list(_value_in(argv, "--reward.plugins")))
+    except SpecError as err:
+        parser.error(f"--reward.plugins: {err}")
     group = parser.add_argument_group("openrlhf-maestro (multi-objective reward aggregation)")
     group.add_argument(
         "--reward.aggregator",
@@ -151,11 +153,12 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         "file, for offline analysis; off by default",
     )
     group.add_argument(
-        "--maestro.context",
+        FIELD["context"].flag,
         type=str,
         default="response",
         choices=CONTEXTS,
-        help="Conductor input: the hidden state at the response's last token (default) or the prompt's last token",
+        help="an aggregator that reads hidden states (maestro's Conductor) reads h at the response's last token "
+        "(default) or the prompt's last token",
     )
     perplexity = get_channel("perplexity").option_defaults
     group.add_argument(
@@ -171,32 +174,37 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         help="perplexity channel: text after the reasoning; {reference} is the dataset label whose perplexity "
         "is measured (default: NOVER's answer block)",
     )
-    for old, new in DEPRECATED_FLAGS.items():
+    for name in available_aggregators():
+        add_option_arguments(parser, get_aggregator(name))
+    return True
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, cls: type[RewardAggregator]) -> None:
+    """``--<name>.<option>`` for each option of the aggregator class (its ``options_class`` fields but the one
+    the weights fill), typed and defaulted by the field, the field's docstring as help."""
+    if cls.options_class is None or not cls.option_names:
+        return
+    group = parser.add_argument_group(f"options of the {cls.name} aggregator (--reward.aggregator {cls.name})")
+    docs = option_docs(cls.options_class)
+    for f in dataclasses.fields(cls.options_class):
+        if f.name not in cls.option_names:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         group.add_argument(
-            old,
-            dest=new.split()[0].removeprefix("--"),
-            action=_Deprecated,
-            new_flag=new,
-            default=argparse.SUPPRESS,
-            help=f"deprecated: use {new}",
-        )
-    defaults = MaestroConfig()
-    for f in _CONFIG_FIELDS:
-        doc = _field_docs().get(f.name, "")
-        group.add_argument(
-            f"--maestro.{f.name}",
-            type=_field_type(f),
-            default=getattr(defaults, f.name),
-            help=f"{doc} (default: {getattr(defaults, f.name)!r})",
+            f"--{cls.name}.{f.name}",
+            type=_option_type(f),
+            default=default,
+            help=f"{docs.get(f.name, '')} (default: {default!r})",
         )
 
 
 @functools.cache
-def _field_docs() -> dict[str, str]:
-    """MaestroConfig's attribute docstrings (the string literal under each field), read from its source."""
-    from openrlhf_maestro.method import config as config_module
-
-    tree = ast.parse(inspect.getsource(config_module.MaestroConfig))
+def option_docs(options_class: type) -> dict[str, str]:
+    """An options dataclass's attribute docstrings (the string literal under each field), read from its source."""
+    try:
+        tree = ast.parse(inspect.getsource(options_class))
+    except (OSError, TypeError):  # defined where no source is kept: no help text
+        return {}
     body = tree.body[0].body
     docs = {}
     for node, nxt in zip(body, body[1:], strict=False):
@@ -209,18 +217,18 @@ def parse_list(text: str | None) -> list[str]:
     return [x.strip() for x in text.split(",")] if text else []
 
 
+def _value_in(argv: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` in a raw argument list (``--flag V`` or ``--flag=V``; the last one wins)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 _MISSING = object()
-# AggregatorSpec field -> the flag that sets it, so a spec error names the flag to fix.
-FLAG_OF_FIELD = {
-    "aggregator": "--reward.aggregator",
-    "objectives": "--reward.objectives",
-    "weights": "--reward.weights",
-    "options": "--maestro.*",
-    "context": "--maestro.context",
-    "channels": "--perplexity.*",
-    "failure_policy": "--reward.failure_policy",
-    "plugins": "--reward.plugins",
-}
 
 
 def flag_value(args: object, dotted: str, default: Any = None) -> Any:
@@ -236,6 +244,7 @@ def flag_value(args: object, dotted: str, default: Any = None) -> Any:
 
 def spec_from_flags(args: object) -> AggregatorSpec | None:
     """The spec the launcher's flags describe (``args`` flat or nested); None without ``--reward.aggregator``.
+    The driver calls it once per run (``parse_launcher_spec``); the actors read the JSON it leaves.
 
     Raises:
         SpecError: naming the flag and the fix.
@@ -265,8 +274,8 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
         cls = get_aggregator(aggregator)
     except ValueError as err:
         raise SpecError(f"--reward.aggregator: {err}") from None
-    # The options an aggregator reads come from the --maestro.<option> flags that exist (the CLI's only ones).
-    options = {name: flag_value(args, f"maestro.{name}", _MISSING) for name in cls.option_names}
+    # The aggregator's options come from its own --<aggregator>.<option> flags only.
+    options = {name: flag_value(args, f"{cls.name}.{name}", _MISSING) for name in cls.option_names}
     options = {name: value for name, value in options.items() if value is not _MISSING}
     try:
         return AggregatorSpec(
@@ -274,7 +283,7 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
             objectives=tuple(objectives),
             weights=weights,
             options=options,
-            context=flag_value(args, "maestro.context", "response"),
+            context=flag_value(args, "reward.context", "response"),
             channels={"perplexity": {k: flag_value(args, f"perplexity.{k}") for k in perplexity_options}}
             if "perplexity" in objectives
             else {},
@@ -283,7 +292,8 @@ def spec_from_flags(args: object) -> AggregatorSpec | None:
             plugins=plugins,
         )
     except SpecError as err:
-        raise SpecError(f"{FLAG_OF_FIELD.get(err.field, '--reward.aggregator')}: {err}", err.field) from None
+        flag = FIELD[err.field].flag.replace("<aggregator>", cls.name) if err.field else FIELD["aggregator"].flag
+        raise SpecError(f"{flag}: {err}", err.field) from None
 
 
 def spec_from_aggregator_args(args: object) -> AggregatorSpec:
@@ -370,49 +380,75 @@ def filter_weights(spec: AggregatorSpec, args: object) -> list[float] | None:
     return [weights[name] for name in spec.function_objectives]
 
 
-def launcher_flags_present(args: object) -> bool:
-    """Whether these arguments came through the launcher's flags (not a patched OpenRLHF's own hook flags)."""
-    return flag_value(args, "maestro.tau") is not None
+class LauncherSpec:
+    """The spec the driver built from the launcher's flags, once per run, as OpenRLHF's parser returned
+    (``parse_launcher_spec``); None on a patched OpenRLHF (its hook builds its own in each actor) or without
+    ``--reward.aggregator``. The driver's later steps (``TrainerLauncher``, ``--runtime.check_flags``) reuse it."""
+
+    current: ClassVar[AggregatorSpec | None] = None
 
 
-def reward_model_channels(args: object) -> list[str]:
+def reward_model_channels(spec: AggregatorSpec | None) -> list[str]:
     """The objectives the launcher's reward model serves (channels whose source is ``reward_model``); empty
-    without the launcher's ``--reward.aggregator``."""
-    spec = spec_from_flags(args) if launcher_flags_present(args) else None
+    without a spec."""
     return [n for n in spec.model_channels if spec.channel(n).source == "reward_model"] if spec else []
 
 
-def reward_model_started(args: object) -> bool:
+def reward_model_started(args: object, spec: AggregatorSpec | None) -> bool:
     """Whether a run starts a ``RewardModelActor`` group: OpenRLHF does without a reward function or agent
-    (cli/train_ppo_ray.py 131); beside one, the launcher does for a reward-model channel
-    (``trainer.TrainerLauncher``) and the patched CLI whenever ``--reward.aggregator`` and
+    (cli/train_ppo_ray.py 131); beside one, the launcher does for a reward-model channel of its ``spec``
+    (``trainer.TrainerLauncher``), and the patched CLI (no launcher spec) whenever ``--reward.aggregator`` and
     ``--reward.model_name_or_path`` are both given."""
     if not flag_value(args, "reward.remote_url") and not flag_value(args, "train.agent_func_path"):
         return True
-    if launcher_flags_present(args):
-        return bool(reward_model_channels(args))
+    if spec is not None:
+        return bool(reward_model_channels(spec))
     return bool(flag_value(args, "reward.aggregator") and flag_value(args, "reward.model_name_or_path"))
 
 
-def validate(args: argparse.Namespace) -> list[str]:
-    """Check the plugin's flags against each other and OpenRLHF's; returns the list of problems (empty = fine).
-
-    Called on the flat namespace right after parsing, and again on the nested one OpenRLHF hands to ``train``
-    after its own post-parse changes (e.g. dynamic batching switching packing on), before any model or Ray
-    actor starts.
-    """
-    if not launcher_flags_present(args):  # a patched OpenRLHF parsed its own --reward.aggregator: its hook validates
-        return []
+def parse_launcher_spec(args: argparse.Namespace) -> tuple[AggregatorSpec | None, list[str]]:
+    """The spec of the launcher's flags and the problems found (empty = fine), on the flat namespace OpenRLHF's
+    parser returned, before any model or Ray actor starts. The one ``spec_from_flags`` call of a run; its JSON
+    goes into ``args`` as ``reward.aggregator_args`` for the actors (``hierarchize`` nests it)."""
     if flag_value(args, "reward.aggregator") is None:
         stray = [f for f in ("--reward.objectives", "--reward.weights") if flag_value(args, f.removeprefix("--"))]
         if stray:
-            return [
+            return None, [
                 f"{', '.join(stray)} given without --reward.aggregator; add --reward.aggregator "
                 f"{{{','.join(available_aggregators())}}}"
             ]
-        return []
+        return None, []
     try:
         spec = spec_from_flags(args)
     except SpecError as err:
-        return [str(err)]
-    return openrlhf_problems(spec, args)
+        return None, [str(err)]
+    setattr(args, SPEC_ARGS_DEST, json.dumps(spec.to_json()))
+    return spec, other_aggregator_options(spec, args) + openrlhf_problems(spec, args)
+
+
+def other_aggregator_options(spec: AggregatorSpec, args: object) -> list[str]:
+    """``--<other>.<option>`` flags set away from their default: options of an aggregator this run does not use,
+    which it would ignore (e.g. ``--maestro.seed`` with ``--reward.aggregator random``, which reads
+    ``--random.seed``)."""
+    stray = []
+    for name in available_aggregators():
+        cls = get_aggregator(name)
+        if name == spec.aggregator or cls.options_class is None:
+            continue
+        defaults = cls.options_class()
+        for option in cls.option_names:
+            value = flag_value(args, f"{name}.{option}", _MISSING)
+            if value is not _MISSING and value != getattr(defaults, option):
+                stray.append(f"--{name}.{option}")
+    if not stray:
+        return []
+    own = [f"--{spec.aggregator}.{o}" for o in spec.aggregator_class.option_names]
+    return [
+        f"{', '.join(stray)} set, but --reward.aggregator is {spec.aggregator}, which does not read them; its "
+        f"options are {', '.join(own) or 'none'}"
+    ]
+
+
+def validate(args: argparse.Namespace) -> list[str]:
+    """``parse_launcher_spec``'s problems alone (empty = fine)."""
+    return parse_launcher_spec(args)[1]

@@ -24,8 +24,9 @@ OpenRLHF logs as ``train/<name>`` (as it logs a reward function's ``extra_logs``
   ``--reward.aggregator`` names a Python file that OpenRLHF loads like a ``reward_func`` file, and builds
   ``RewardAggregator(args)`` from it; ``openrlhf_maestro/integration/reward_aggregator.py`` is that file
   (``RewardAggregator`` is this class), configured by ``--reward.aggregator_args`` (JSON).
-- **Unpatched OpenRLHF** (the launcher): ``AggregatingPPOTrainer`` builds ``AggregatorHook(args, spec=...)`` from
-  the flags, and ``AggregatingExperienceMaker`` calls the same methods at the same two points.
+- **Unpatched OpenRLHF** (the launcher): the driver parses the flags into a spec once and writes its JSON into
+  ``--reward.aggregator_args``; ``AggregatingPPOTrainer`` builds ``AggregatorHook(args, spec=...)`` from that
+  JSON, and ``AggregatingExperienceMaker`` calls the same methods at the same two points.
 
 The aggregator itself comes from the spec and the registry (``openrlhf_maestro.method``): this module never
 compares an aggregator's name.
@@ -60,7 +61,6 @@ from openrlhf_maestro.spec import AggregatorSpec, SpecError
 logger = logging.getLogger(__name__)
 
 CLIENT_STATE_KEY = "reward_aggregator"  # the checkpoint's client_states key, as in the upstream patch
-LEGACY_CLIENT_STATE_KEY = "maestro"  # checkpoints written before 0.3 (read on resume, never written)
 STANDALONE_NAME = "reward_aggregator"
 
 
@@ -179,8 +179,9 @@ class AggregatorHook:
 
     Args:
         args: OpenRLHF's nested args (``args.rollout``, ``args.algo``, ``args.actor``, ...).
-        spec: the aggregation (the launcher passes it); without it the spec comes from ``--reward.aggregator_args``
-            (the patched OpenRLHF builds ``RewardAggregator(args)``).
+        spec: the aggregation (the launcher's trainer passes the one it read from ``--reward.aggregator_args``,
+            whose notes the driver printed); without it the spec comes from ``--reward.aggregator_args`` here (the
+            patched OpenRLHF builds ``RewardAggregator(args)``) and its notes are logged.
     """
 
     def __init__(self, args, spec: AggregatorSpec | None = None) -> None:
@@ -261,12 +262,7 @@ class AggregatorHook:
         else:
             rewards = filled
         hidden = None
-        if spec.needs_hidden:
-            if policy_outputs is None:
-                raise RuntimeError(
-                    f"OpenRLHF passed no hidden states to the {spec.aggregator!r} aggregator, which needs them: "
-                    "apply patches/openrlhf-0.11.2-policy-probe.patch, or use the plugin's launcher"
-                )
+        if spec.needs_hidden:  # the probe then reads h, and policy_outputs_of refused a batch without it
             hidden = torch.cat([o[HIDDEN] for o in policy_outputs])
         # The aggregator sees the batch in sample order, whatever micro-batches OpenRLHF made (dynamic batching
         # regroups them by length), so a seeded run draws the same emphasis for the same response either way.

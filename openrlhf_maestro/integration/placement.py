@@ -24,6 +24,10 @@ import contextlib
 import dataclasses
 import itertools
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openrlhf_maestro.spec import AggregatorSpec
 
 ROLES = {  # OpenRLHF's actor classes -> the role names the placement line uses
     "PolicyModelActor": "actor",
@@ -279,7 +283,7 @@ def dry_placement(record: DryPlacement) -> Iterator[DryPlacement]:
 
         @staticmethod
         def remote(pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs):
-            readers = plugin_trainer.reward_model_channels(strategy.args)
+            readers = plugin_trainer.reward_model_channels(plugin_trainer.LauncherSpec.current)
             if reward_model is None and readers:
                 plugin_trainer.reward_model_group(strategy)
             if not getattr(strategy.args.reward, "remote_url", None):
@@ -328,7 +332,7 @@ def forwards_per_rank(num_items: int, ranks: int) -> list[int]:
     return [max(0, min(chunk, num_items - i * chunk)) for i in range(ranks)]
 
 
-def uneven_forward_problems(args) -> list[str]:
+def uneven_forward_problems(args, spec: AggregatorSpec | None = None) -> list[str]:
     """Model groups whose ranks would run different numbers of ZeRO-3 forwards in one experience step (a hang).
 
     The condition, from OpenRLHF 0.11.2's code:
@@ -350,7 +354,8 @@ def uneven_forward_problems(args) -> list[str]:
 
     Checked for every group a step dispatches to: actor, ref (KL on), critic (gae), and the reward model when
     one is started (no reward function, or a reward-model channel beside it). Returns one message per group,
-    naming both GPU counts and a fix; empty if all are even.
+    naming both GPU counts and a fix; empty if all are even. ``spec``: the launcher's (its reward-model channels
+    start a reward model); None on a patched OpenRLHF.
     """
     from openrlhf_maestro.integration.flags import flag_value, reward_model_started
 
@@ -375,7 +380,7 @@ def uneven_forward_problems(args) -> list[str]:
         groups.append(("ref", "reference model"))
     if flag_value(args, "critic.model_name_or_path"):
         groups.append(("critic", "critic"))
-    if reward_model_started(args):
+    if reward_model_started(args, spec):
         groups.append(("reward", "reward model"))
     problems = []
     for role, name in groups:

@@ -1,7 +1,8 @@
 """``PPOTrainer`` (the CPU controller actor, ppo_trainer.py 449) that builds and drives the ``AggregatorHook``.
 
 Extends OpenRLHF's trainer with ``super()`` calls only, where the upstream patch changes ``BasePPOTrainer``:
-- ``__init__``: the hook from the flags' spec, and ``AggregatingExperienceMaker`` and
+- ``__init__``: the hook, from the spec's JSON the driver left in ``--reward.aggregator_args`` (built once in
+  this actor), and ``AggregatingExperienceMaker`` and
   ``ObjectiveCheckingSamplesGenerator`` (objective values checked before OpenRLHF tensorizes them) swapped in;
 - ``save_logs_and_checkpoints``: puts ``hook.state_dict()`` into the checkpoint's ``client_states``;
 - ``init_checkpoint_states``: restores it on ``--ckpt.load_enable`` (and writes what it restored to
@@ -22,13 +23,13 @@ import torch
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
 from openrlhf_maestro.integration.experience import AggregatingExperienceMaker
-from openrlhf_maestro.integration.flags import filter_weights, reward_model_channels, spec_from_flags
-from openrlhf_maestro.integration.hook import (
-    CLIENT_STATE_KEY,
-    LEGACY_CLIENT_STATE_KEY,
-    STANDALONE_NAME,
-    AggregatorHook,
+from openrlhf_maestro.integration.flags import (
+    LauncherSpec,
+    filter_weights,
+    reward_model_channels,
+    spec_from_aggregator_args,
 )
+from openrlhf_maestro.integration.hook import CLIENT_STATE_KEY, STANDALONE_NAME, AggregatorHook
 from openrlhf_maestro.integration.samples import ObjectiveCheckingSamplesGenerator
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class TrainerLauncher:
         self.actor_class = actor_class
 
     def remote(self, pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs):
-        if reward_model is None and reward_model_channels(strategy.args):
+        if reward_model is None and reward_model_channels(LauncherSpec.current):  # the driver's spec
             reward_model = start_reward_model(strategy)
         return self.actor_class.remote(pretrain, strategy, actor_model, critic_model, reward_model, *args, **kwargs)
 
@@ -137,7 +138,8 @@ class AggregatingTrainerMixin:
 
     def __init__(self, pretrain, strategy, *args, **kwargs) -> None:
         super().__init__(pretrain, strategy, *args, **kwargs)
-        self.hook = AggregatorHook(self.args, spec=spec_from_flags(self.args))
+        # This actor's one spec: from the JSON the driver wrote (notes and refusals were printed there).
+        self.hook = AggregatorHook(self.args, spec=spec_from_aggregator_args(self.args))
         self.experience_maker = AggregatingExperienceMaker(
             self.actor_model_group,
             self.critic_model_group,
@@ -158,7 +160,7 @@ class AggregatingTrainerMixin:
 
     def init_checkpoint_states(self) -> dict:
         states = super().init_checkpoint_states()
-        saved = states.get(CLIENT_STATE_KEY, states.get(LEGACY_CLIENT_STATE_KEY))
+        saved = states.get(CLIENT_STATE_KEY)
         if saved is None:
             if states.get("global_step", 0) > 0:
                 logger.warning("the checkpoint holds no reward-aggregator state: the aggregator starts afresh")
@@ -221,7 +223,7 @@ class _CheckingGenerateSamplesActor(pickled_by_reference(async_trainer.GenerateS
 
     def __init__(self, pretrain, strategy, vllm_engines, **kwargs) -> None:
         super().__init__(pretrain, strategy, vllm_engines, **kwargs)
-        spec = spec_from_flags(strategy.args)
+        spec = spec_from_aggregator_args(strategy.args)  # this actor's one spec, from the driver's JSON
         self.samples_generator = checking_samples_generator(self.samples_generator, strategy, spec)
 
 

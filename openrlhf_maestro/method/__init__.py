@@ -17,7 +17,7 @@ from .aggregation import (
     register_aggregator,
 )
 from .conductor import Conductor, ConductorSample, Features
-from .config import MaestroConfig
+from .config import GDPOOptions, MaestroConfig, RandomOptions
 from .meta_update import MetaUpdater
 from .normalize import (
     GROUP_ESTIMATORS,
@@ -36,10 +36,12 @@ __all__ = [
     "ConductorSample",
     "Features",
     "GDPOAggregator",
+    "GDPOOptions",
     "MaestroAggregator",
     "MaestroConfig",
     "MetaUpdater",
     "RandomEmphasisAggregator",
+    "RandomOptions",
     "ObjectiveNormalizer",
     "RewardAggregator",
     "RunningMeanStd",

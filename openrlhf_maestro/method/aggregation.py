@@ -13,7 +13,7 @@ Everything runs on CPU in float32 (the Conductor lives in OpenRLHF's CPU trainer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
@@ -23,10 +23,10 @@ from torch import Tensor
 from openrlhf_maestro.metric_names import CONDUCTOR_ENTROPY, emphasis_key, reward_key, weight_key
 
 from .conductor import Conductor, Features
-from .config import MaestroConfig
+from .config import GDPOOptions, MaestroConfig, RandomOptions, check_min_prob
 from .meta_update import MetaUpdater
 from .normalize import ObjectiveNormalizer, group_index, group_norm, group_zscore, scalarize
-from .weights import DEFAULT_BETA, action_weights, validate_prior
+from .weights import action_weights, validate_prior
 
 __all__ = [
     "AggregateOutput",
@@ -37,6 +37,7 @@ __all__ = [
     "SumAggregator",
     "available_aggregators",
     "build_aggregator",
+    "check_option_names",
     "get_aggregator",
     "group_norm",
     "load_module",
@@ -176,8 +177,16 @@ class RewardAggregator:
     """True: aggregate() needs each response's hidden state h (N, H); the integration then captures it."""
     weights_are_prior: ClassVar[bool] = False
     """True: the weights are a prior w_prior (non-negative, positive sum), not static weights."""
+    options_class: ClassVar[type | None] = None
+    """A dataclass of the aggregator's own options (each field's docstring is its help; the launcher's flags are
+    ``--<name>.<field>``), whose ``__post_init__`` checks them; None: no options."""
+    weights_field: ClassVar[str | None] = None
+    """The ``options_class`` field that receives the spec's weights (maestro: ``prior``), so not an option."""
     option_names: ClassVar[tuple[str, ...]] = ()
-    """The keyword options build() accepts (besides objectives, weights and the hidden width)."""
+    """The keyword options build() accepts (besides objectives, weights and the hidden width): the fields of
+    ``options_class`` but ``weights_field`` (set by ``__init_subclass__``)."""
+    options: Any = None
+    """This instance's ``options_class`` value (None without one)."""
     handles_missing: ClassVar[bool] = False
     """True: aggregate() can take NaN for a missing objective when ``accepts_missing`` is set (the
     ``skip_objective`` failure policy): that objective is left out of the response's R, the rest reweighted."""
@@ -190,27 +199,41 @@ class RewardAggregator:
     """The advantage estimator under which R gives the method's advantage as its authors define it (None: the
     method defines R only, any estimator applies to it). The integration notes other estimators."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "options_class" in cls.__dict__ and cls.options_class is not None:
+            cls.option_names = tuple(f.name for f in fields(cls.options_class) if f.name != cls.weights_field)
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any] | None = None, num_objectives: int | None = None) -> Any:
+        """The ``options_class`` value of ``options`` (None without an options class), checked without building
+        the aggregator; ``num_objectives`` K enables the checks that depend on it.
+
+        Raises:
+            ValueError: naming the unknown option or the bad value.
+        """
+        options = dict(options or {})
+        check_option_names(cls, options)
+        return None if cls.options_class is None else cls.options_class(**options)
+
     @classmethod
     def build(
         cls,
         objectives: Sequence[str],
         weights: Sequence[float] | None = None,
-        options: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
         hidden_size: int | None = None,
     ) -> RewardAggregator:
         """The aggregator from the parts of an AggregatorSpec; subclasses whose constructor differs override it."""
         options = dict(options or {})
-        unknown = sorted(set(options) - set(cls.option_names))
-        if unknown:
-            raise ValueError(
-                f"the {cls.name!r} aggregator has no options {unknown}; it reads {list(cls.option_names) or 'none'}"
-            )
+        check_option_names(cls, options)
         return cls(objectives, weights, **options)
 
-    @property
-    def needs_groups(self) -> bool:
-        """Whether aggregate() reads statistics of the prompt groups (so each group needs 2+ responses). A static
-        weighted sum does not; a z-score inside the group or a group-relative meta-reward does."""
+    @classmethod
+    def needs_groups(cls, options: Any = None) -> bool:
+        """Whether aggregate() with these options (an ``options_class`` value; None: the defaults) reads statistics
+        of the prompt groups (so each group needs 2+ responses). A static weighted sum does not; a z-score inside
+        the group or a group-relative meta-reward does."""
         return True
 
     @classmethod
@@ -273,7 +296,7 @@ class RewardAggregator:
         if tuple(group_ids.shape) != (n,):
             raise ValueError(f"group_ids must have shape (N,) = ({n},) to match rewards, got {tuple(group_ids.shape)}")
         group_ids = group_ids.detach().cpu().long()
-        if self.needs_groups:
+        if self.needs_groups(self.options):
             group_index(group_ids)  # raises on a group of size one, naming its id
         if hidden is None:
             if self.needs_hidden:
@@ -303,6 +326,20 @@ class RewardAggregator:
         metrics = {weight_key(name): float(mean_w[i]) for i, name in enumerate(self.objectives)}
         metrics.update({emphasis_key(name): float(share[i]) for i, name in enumerate(self.objectives)})
         return metrics
+
+
+def check_option_names(cls: type[RewardAggregator], options: Mapping[str, Any]) -> None:
+    """Refuse option names the aggregator class does not read (the one check of option names).
+
+    Raises:
+        ValueError: naming the unknown options and the valid ones.
+    """
+    unknown = sorted(set(options) - set(cls.option_names))
+    if unknown:
+        hint = f" (the {cls.weights_field} is the weights)" if cls.weights_field in unknown else ""
+        raise ValueError(
+            f"the {cls.name!r} aggregator has no options {unknown}{hint}; it reads {list(cls.option_names) or 'none'}"
+        )
 
 
 def _static_weights(weights: Sequence[float] | None, objectives: list[str]) -> Tensor:
@@ -336,8 +373,8 @@ class SumAggregator(RewardAggregator):
         super().__init__(objectives)
         self.weights = _static_weights(weights, self.objectives)
 
-    @property
-    def needs_groups(self) -> bool:
+    @classmethod
+    def needs_groups(cls, options: Any = None) -> bool:
         return False
 
     def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
@@ -365,11 +402,13 @@ class GDPOAggregator(RewardAggregator):
     handles_missing: ClassVar[bool] = True
 
     defining_estimator = "reinforce_baseline"
+    options_class: ClassVar[type] = GDPOOptions
 
     def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None, eps: float = 1e-6) -> None:
         super().__init__(objectives)
         self.weights = _static_weights(weights, self.objectives)
-        self.eps = eps
+        self.options = GDPOOptions(eps=eps)
+        self.eps = self.options.eps
 
     def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,)."""
@@ -393,17 +432,21 @@ class MaestroAggregator(RewardAggregator):
     needs_hidden: ClassVar[bool] = True
     weights_are_prior: ClassVar[bool] = True
     learns_from_advantages: ClassVar[bool] = True
-    option_names: ClassVar[tuple[str, ...]] = tuple(f.name for f in fields(MaestroConfig) if f.name != "prior")
+    options_class: ClassVar[type] = MaestroConfig
+    weights_field: ClassVar[str] = "prior"
+
+    @classmethod
+    def validate_options(cls, options=None, num_objectives=None) -> MaestroConfig:
+        """MaestroConfig(**options), with the floor checked against K when K is given."""
+        config = super().validate_options(options)
+        if num_objectives is not None:
+            check_min_prob(config.min_prob, num_objectives)
+        return config
 
     @classmethod
     def build(cls, objectives, weights=None, options=None, hidden_size=None) -> MaestroAggregator:
         """MaestroConfig(prior=weights, **options); the Conductor is built now when hidden_size is known."""
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(cls.option_names))
-        if unknown:
-            hint = " (the prior is the weights)" if "prior" in unknown else ""
-            raise ValueError(f"unknown maestro options {unknown}{hint}; valid: {list(cls.option_names)}")
-        config = MaestroConfig(prior=None if weights is None else tuple(weights), **options)
+        config = replace(cls.validate_options(options), prior=None if weights is None else tuple(weights))
         return cls(objectives, config, hidden_size=hidden_size)
 
     def __init__(
@@ -416,18 +459,11 @@ class MaestroAggregator(RewardAggregator):
     ) -> None:
         super().__init__(objectives)
         config = config or MaestroConfig()
-        valid = [f.name for f in fields(MaestroConfig)]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown MaestroConfig options {unknown}; valid: {valid}")
-        self.config = replace(config, **options) if options else config
+        check_option_names(type(self), {k: v for k, v in options.items() if k != self.weights_field})
+        self.config = self.options = replace(config, **options) if options else config
         k = len(self.objectives)
         validate_prior(self.config.prior, k)
-        if not self.config.min_prob * k < 1.0:
-            raise ValueError(
-                f"min_prob={self.config.min_prob} is too large for K={k} objectives: the floor needs "
-                f"K*min_prob < 1, i.e. min_prob < {1.0 / k:.6g}"
-            )
+        check_min_prob(self.config.min_prob, k)
         self.normalizer = ObjectiveNormalizer(self.config.normalization, k, self.config.norm_eps)
         self.conductor: Conductor | None = None
         self.updater: MetaUpdater | None = None
@@ -547,29 +583,19 @@ class RandomEmphasisAggregator(RewardAggregator):
     handles_missing: ClassVar[bool] = True
 
     weights_are_prior: ClassVar[bool] = True
-    option_names: ClassVar[tuple[str, ...]] = ("beta", "normalization", "norm_eps", "seed")  # maestro's, shared
+    options_class: ClassVar[type] = RandomOptions
 
-    def __init__(
-        self,
-        objectives: Sequence[str],
-        weights: Sequence[float] | None = None,
-        *,
-        beta: float = DEFAULT_BETA,
-        normalization: str = "group",
-        norm_eps: float = 1e-6,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, objectives: Sequence[str], weights: Sequence[float] | None = None, **options: Any) -> None:
         super().__init__(objectives)
-        if not 0.0 <= float(beta) <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        self.options = self.validate_options(options)
         self.prior = validate_prior(weights, len(self.objectives))
-        self.beta = float(beta)
-        self.normalizer = ObjectiveNormalizer(normalization, len(self.objectives), norm_eps)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.beta = self.options.beta
+        self.normalizer = ObjectiveNormalizer(self.options.normalization, len(self.objectives), self.options.norm_eps)
+        self.generator = torch.Generator().manual_seed(self.options.seed)
 
-    @property
-    def needs_groups(self) -> bool:
-        return self.normalizer.mode == "group"
+    @classmethod
+    def needs_groups(cls, options: RandomOptions | None = None) -> bool:
+        return (options or RandomOptions()).normalization == "group"
 
     def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,); one uniform action per response."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical, Dirichlet, Distribution
 
-from .config import INPUT_NORMS, MODES, MaestroConfig
+from .config import INPUT_NORMS, MODES, MaestroConfig, check_beta, check_min_prob
 from .weights import DEFAULT_BETA, emphasis_weights, validate_prior
 
 # Dirichlet samples are clamped away from the simplex's faces so log Dir(s; α) stays finite.
@@ -105,18 +105,11 @@ class Conductor(nn.Module):
             raise ValueError(f"input_norm must be one of {list(INPUT_NORMS)}, got {input_norm!r}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
-        if not 0.0 <= min_prob * num_objectives < 1.0:
-            raise ValueError(
-                f"min_prob={min_prob} is out of range for K={num_objectives} objectives: the floor needs "
-                f"0 <= K*min_prob < 1, i.e. 0 <= min_prob < {1.0 / num_objectives:.6g}"
-            )
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.hidden_size = hidden_size
         self.num_objectives = num_objectives
         self.tau = float(tau)
-        self.min_prob = float(min_prob)
-        self.beta = float(beta)
+        self.min_prob = check_min_prob(min_prob, num_objectives)
+        self.beta = check_beta(beta)
         self.mode = mode
         self.input_norm = input_norm
         self.concentration_eps = float(concentration_eps)

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from .weights import DEFAULT_BETA, validate_prior
+
 NORMALIZATIONS = ("group", "batch", "none")
 MODES = ("discrete", "dirichlet")
 INPUT_NORMS = ("rms", "none")
@@ -34,7 +36,7 @@ class MaestroConfig:
     """λ_ent in L(φ) = −mean(Â·log π_φ(a|h)) − λ_ent·mean H(π_φ(·|h)). Must be >= 0."""
     grad_clip: float | None = 1.0
     """Max global grad norm of the Conductor per meta step; None disables clipping."""
-    beta: float = 0.5
+    beta: float = DEFAULT_BETA
     """Emphasis strength β in w(a) = (1 − β)·w_prior + β·e_a, in [0, 1]."""
     prior: Sequence[float] | None = None
     """w_prior, one non-negative weight per objective (normalized to sum 1); None means uniform 1/K."""
@@ -58,10 +60,7 @@ class MaestroConfig:
         if self.prior is not None:
             self.prior = tuple(float(p) for p in self.prior)
         _check(_finite(self.tau) and self.tau > 0, f"tau must be a finite number > 0, got {self.tau!r}")
-        _check(
-            _finite(self.min_prob) and 0.0 <= self.min_prob < 1.0,
-            f"min_prob must be in [0, 1) (and < 1/K for K objectives), got {self.min_prob!r}",
-        )
+        check_min_prob(self.min_prob)
         _check(_finite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}")
         _check(_pos_int(self.update_every), f"update_every must be an integer >= 1, got {self.update_every!r}")
         _check(_pos_int(self.meta_steps), f"meta_steps must be an integer >= 1, got {self.meta_steps!r}")
@@ -73,17 +72,9 @@ class MaestroConfig:
             self.grad_clip is None or (_finite(self.grad_clip) and self.grad_clip > 0),
             f"grad_clip must be a finite number > 0 or None (no clipping), got {self.grad_clip!r}",
         )
-        _check(_finite(self.beta) and 0.0 <= self.beta <= 1.0, f"beta must be in [0, 1], got {self.beta!r}")
         if self.prior is not None:
-            _check(len(self.prior) > 0, "prior must hold one weight per objective, got an empty sequence")
-            for i, p in enumerate(self.prior):
-                _check(_finite(p) and p >= 0, f"prior[{i}] must be a finite number >= 0, got {p!r}")
-            _check(sum(self.prior) > 0, f"prior must have a positive sum, got {list(self.prior)}")
-        _check(
-            self.normalization in NORMALIZATIONS,
-            f"normalization must be one of {list(NORMALIZATIONS)}, got {self.normalization!r}",
-        )
-        _check(_finite(self.norm_eps) and self.norm_eps > 0, f"norm_eps must be > 0, got {self.norm_eps!r}")
+            validate_prior(self.prior, len(self.prior))
+        check_emphasis_options(self)
         _check(self.mode in MODES, f"mode must be one of {list(MODES)}, got {self.mode!r}")
         for width in self.hidden_sizes:
             _check(_pos_int(width), f"hidden_sizes entries must be integers >= 1, got {list(self.hidden_sizes)}")
@@ -94,7 +85,6 @@ class MaestroConfig:
             _finite(self.concentration_eps) and self.concentration_eps > 0,
             f"concentration_eps must be a finite number > 0, got {self.concentration_eps!r}",
         )
-        _check(_int(self.seed), f"seed must be an int, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         """Plain-python view (lists instead of tuples), e.g. for logging or a weights_only checkpoint."""
@@ -102,6 +92,67 @@ class MaestroConfig:
         out["hidden_sizes"] = list(self.hidden_sizes)
         out["prior"] = None if self.prior is None else list(self.prior)
         return out
+
+
+@dataclass
+class RandomOptions:
+    """Options of the `random` aggregator: maestro's weights map and normalization, with a uniform emphasis."""
+
+    beta: float = DEFAULT_BETA
+    """Emphasis strength β in w(a) = (1 − β)·w_prior + β·e_a, in [0, 1]."""
+    normalization: str = "group"
+    """Per-objective normalization before scalarization: 'group' (z-score in the group), 'batch', 'none'."""
+    norm_eps: float = 1e-6
+    """ε in the per-objective z-score (r − μ) / (σ + ε)."""
+    seed: int = 0
+    """Seed of the action generator (the global torch RNG is left untouched)."""
+
+    def __post_init__(self) -> None:
+        check_emphasis_options(self)
+
+
+@dataclass
+class GDPOOptions:
+    """Options of the `gdpo` aggregator."""
+
+    eps: float = 1e-6
+    """ε in the per-objective z-score inside the group, (r − μ) / (σ + ε)."""
+
+    def __post_init__(self) -> None:
+        _check(_finite(self.eps) and self.eps > 0, f"eps must be a finite number > 0, got {self.eps!r}")
+
+
+def check_beta(beta: object) -> float:
+    """β of the weights map, in [0, 1] (config, aggregators and Conductor all check it here)."""
+    _check(_finite(beta) and 0.0 <= beta <= 1.0, f"beta must be in [0, 1], got {beta!r}")
+    return float(beta)
+
+
+def check_min_prob(min_prob: object, num_objectives: int | None = None) -> float:
+    """The floor ε of the discrete policy: 0 <= ε < 1/K (K*ε < 1, so softmax keeps some mass); without K, < 1."""
+    if num_objectives is None:
+        _check(
+            _finite(min_prob) and 0.0 <= min_prob < 1.0,
+            f"min_prob must be in [0, 1) (and < 1/K for K objectives), got {min_prob!r}",
+        )
+    else:
+        _check(
+            _finite(min_prob) and 0.0 <= min_prob * num_objectives < 1.0,
+            f"min_prob={min_prob} is out of range for K={num_objectives} objectives: the floor needs "
+            f"0 <= K*min_prob < 1, i.e. 0 <= min_prob < {1.0 / num_objectives:.6g}",
+        )
+    return float(min_prob)
+
+
+def check_emphasis_options(options: MaestroConfig | RandomOptions) -> None:
+    """The options maestro and random share (beta, normalization, norm_eps, seed), checked in one place."""
+    check_beta(options.beta)
+    _check(
+        options.normalization in NORMALIZATIONS,
+        f"normalization must be one of {list(NORMALIZATIONS)}, got {options.normalization!r}",
+    )
+    _check(_finite(options.norm_eps) and options.norm_eps > 0, f"norm_eps must be > 0, got {options.norm_eps!r}")
+    _check(_int(options.seed), f"seed must be an int, got {options.seed!r}")
 
 
 def _check(ok: bool, message: str) -> None:

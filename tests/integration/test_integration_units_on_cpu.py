@@ -95,7 +95,10 @@ def test_valid_flags_pass_and_no_aggregator_means_no_checks():
             ["--reward.aggregator", "sum", "--reward.objectives", "a", "--reward.weights", "x"],
             "comma-separated numbers",
         ),
-        (["--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights", "1,-1"], "non-negative"),
+        (
+            ["--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights", "1,-1"],
+            "maestro's prior: prior[1] must be a finite number >= 0",
+        ),
         (
             ["--reward.aggregator", "gdpo", "--reward.objectives", "a", "--rollout.n_samples_per_prompt", "1"],
             "--rollout.n_samples_per_prompt 1",
@@ -142,7 +145,7 @@ def test_static_aggregators_run_with_every_estimator(estimator):
     assert validate(parse("--reward.aggregator", "sum", *given, "--rollout.n_samples_per_prompt", "1")) == []
     assert validate(parse("--reward.aggregator", "gdpo", *given)) == []
     assert validate(parse("--reward.aggregator", "random", *given)) == []
-    no_groups = ("--maestro.normalization", "none", "--rollout.n_samples_per_prompt", "1")
+    no_groups = ("--random.normalization", "none", "--rollout.n_samples_per_prompt", "1")
     assert validate(parse("--reward.aggregator", "random", *given, *no_groups)) == []
     assert (validate(parse("--reward.aggregator", "maestro", *given)) == []) == (estimator in GROUP_ESTIMATORS)
 
@@ -456,9 +459,9 @@ def test_standalone_aggregator_file_round_trips(tmp_path):
     assert torch.equal(restored.conductor.expected_weights(h), aggregator.conductor.expected_weights(h))
 
 
-def test_random_ablation_from_flags_shares_maestros_options_and_round_trips(tmp_path):
+def test_random_ablation_from_its_own_flags_round_trips(tmp_path):
     flags = ("--reward.aggregator", "random", "--reward.objectives", "format,length", "--reward.weights", "3,1")
-    hook = _hook(*flags, "--maestro.beta", "1.0", "--maestro.seed", "7", "--maestro.normalization", "none")
+    hook = _hook(*flags, "--random.beta", "1.0", "--random.seed", "7", "--random.normalization", "none")
     aggregator = hook.aggregator
     rewards = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5], [3.0, 1.0]])
     out = aggregator.aggregate(rewards, torch.tensor([0, 0, 1, 1]))
@@ -498,7 +501,7 @@ def test_the_probe_asks_only_for_what_the_spec_reads():
     assert _hook("--reward.aggregator", "sum", "--reward.objectives", "format,length").policy_probe is None
     probe = _hook("--reward.aggregator", "sum", "--reward.objectives", "format,entropy").policy_probe
     assert (probe.needs_hidden, probe.needs_logits, dict(probe.channels)) == (False, True, {"entropy": {}})
-    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--maestro.context")
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "format,perplexity", "--reward.context")
     probe = _hook(*flags, "prompt", hidden_size=8).policy_probe
     assert (probe.needs_hidden, probe.context, probe.needs_logits) == (True, "prompt", False)
 

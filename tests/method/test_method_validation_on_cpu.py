@@ -58,7 +58,7 @@ def test_group_of_size_one_names_group(agg, make_batch) -> None:
     r, g, h = make_batch()
     g = g.clone()
     g[-1] = 41
-    if not agg.needs_groups:  # sum reads no group statistics: PPO's one response per prompt is fine
+    if not agg.needs_groups(agg.options):  # sum reads no group statistics: PPO's one response per prompt is fine
         assert agg.aggregate(r, g, h).rewards.shape == (r.shape[0],)
         return
     with pytest.raises(ValueError, match=r"group 41 has a single response"):
@@ -94,9 +94,9 @@ def test_objective_and_weight_count_mismatch(objectives) -> None:
         MaestroAggregator(objectives, prior=[1.0, 1.0])
     with pytest.raises(ValueError, match=r"distinct non-empty strings"):
         SumAggregator(["a", "a"])
-    with pytest.raises(ValueError, match=r"unknown MaestroConfig options \['temperature'\]; valid: \['tau'"):
+    with pytest.raises(ValueError, match=r"'maestro' aggregator has no options \['temperature'\]; it reads \['tau'"):
         MaestroAggregator(objectives, temperature=0.5)
-    with pytest.raises(ValueError, match=r"min_prob=0.4 is too large for K=3 objectives.*< 0.333333"):
+    with pytest.raises(ValueError, match=r"min_prob=0.4 is out of range for K=3 objectives.*< 0.333333"):
         MaestroAggregator(objectives, min_prob=0.4)
 
 
