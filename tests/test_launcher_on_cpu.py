@@ -72,10 +72,12 @@ def test_logical_gpus_follow_the_placement_flags():
     assert logical_gpus_needed(ppo) == 5
 
 
-def test_help_lists_launcher_and_openrlhf_flags():
-    # --runtime cpu: OpenRLHF's CLI does not import on a CPU-only machine without the runtime patches.
+@pytest.mark.parametrize("runtime", [["--runtime", "cpu"], []], ids=["cpu", "gpu-path"])
+def test_help_lists_launcher_and_openrlhf_flags(runtime):
+    """``--help`` answers with the launcher's, OpenRLHF's and every aggregator's option flags, also on the GPU path
+    on a machine without flash-attn (as the CPU machines are: OpenRLHF's CLI imports it at module level)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "openrlhf_maestro.cli.train_ppo_ray", "--runtime", "cpu", "--help"],
+        [sys.executable, "-m", "openrlhf_maestro.cli.train_ppo_ray", *runtime, "--help"],
         env=clean_env(),
         cwd=REPO,
         capture_output=True,
@@ -85,6 +87,7 @@ def test_help_lists_launcher_and_openrlhf_flags():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--runtime {gpu,cpu}" in proc.stdout
     assert "--actor.model_name_or_path" in proc.stdout  # OpenRLHF's own parser answered too
+    assert "--maestro.tau" in proc.stdout and "--random.beta" in proc.stdout
 
 
 def test_verify_weight_sync_runs_on_the_gpu_path_and_cpu_isa_still_needs_the_cpu_runtime(monkeypatch, capsys):

@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             from openrlhf_maestro.runtime.cpu_patches import install
 
             install()
+        else:  # OpenRLHF's CLI imports flash_attn at module level; --help needs no kernels (a real build wins)
+            from openrlhf_maestro.runtime import standin_finder
+
+            standin_finder.install()
     elif opts.runtime == "cpu":
         from openrlhf_maestro.runtime.cpu_launch import setup
 
