@@ -176,9 +176,16 @@ class AggregatorSpec:
         if len(rms) > 1:
             raise SpecError(f"channels {rms} each need a reward model; one is supported", field="objectives")
         try:  # the aggregator's own checks of its options (e.g. MaestroConfig): fail before any model loads
-            self.build(hidden_size=None)
+            aggregator = self.build(hidden_size=None)
         except (TypeError, ValueError) as err:
             raise SpecError(f"the {self.aggregator!r} aggregator's options: {err}", field="options") from None
+        if aggregator.target_objective is not None and self.context != "prompt":
+            raise SpecError(
+                f"the target {aggregator.target_objective!r} (meta_reward alignment) draws one emphasis per prompt "
+                f"from h at the prompt, so it needs context prompt, got {self.context!r}: pass "
+                "--maestro.context prompt",
+                field="context",
+            )
 
     # -- what the aggregator needs ------------------------------------------------------------------------
 

@@ -213,6 +213,11 @@ class RewardAggregator:
         weighted sum does not; a z-score inside the group or a group-relative meta-reward does."""
         return True
 
+    @property
+    def target_objective(self) -> str | None:
+        """The name of the target objective aggregate() reads as ``target=`` (kept out of R), or None."""
+        return None
+
     @classmethod
     def has_state(cls) -> bool:
         """Whether state_dict() holds anything (a learned Conductor, a random generator, running statistics)."""
@@ -462,6 +467,11 @@ class MaestroAggregator(RewardAggregator):
         self._pending_n = 0
         if hidden_size is not None:
             self._build(hidden_size)
+
+    @property
+    def target_objective(self) -> str | None:
+        """meta_reward='alignment': the target's name (its action is per prompt: run with context prompt)."""
+        return self.config.target if self.config.meta_reward == "alignment" else None
 
     def _build(self, hidden_size: int) -> Conductor:
         if self.conductor is None:
