@@ -53,6 +53,8 @@ def _field_type(f: dataclasses.Field):
         return lambda text: None if text.lower() == "none" else float(text)
     if f.name == "hidden_sizes":
         return lambda text: tuple(int(x) for x in text.split(",") if x.strip())
+    if default is None:  # an optional name (target): type(None) would refuse every value
+        return str
     return type(default)
 
 

@@ -120,3 +120,18 @@ def test_bad_combinations_are_refused_by_the_spec_before_any_model_loads(kwargs,
     with pytest.raises(SpecError, match=message) as err:
         AggregatorSpec("maestro", ("a", "b"), **kwargs)
     assert err.value.field == field
+
+
+def test_the_flags_name_the_target_and_a_missing_prompt_context_names_its_flag() -> None:
+    import argparse
+
+    from openrlhf_maestro.integration.flags import add_plugin_arguments, spec_from_flags
+
+    parser = argparse.ArgumentParser()
+    add_plugin_arguments(parser)
+    flags = ["--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--maestro.meta_reward", "alignment"]
+    flags += ["--maestro.target", "judge"]
+    with pytest.raises(SpecError, match=r"^--maestro.context: .*pass --maestro.context prompt"):
+        spec_from_flags(parser.parse_args(flags))
+    spec = spec_from_flags(parser.parse_args([*flags, "--maestro.context", "prompt"]))
+    assert spec.build(4).target_objective == "judge"
