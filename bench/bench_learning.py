@@ -53,9 +53,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learning_task as task  # noqa: E402
-from learning_report import GRID, LABELS, best_grid, canonical, load_runs, maestro_prior, report  # noqa: E402
+from learning_report import (  # noqa: E402
+    GRID,
+    LABELS,
+    TARGET_LRS,
+    best_grid,
+    canonical,
+    load_runs,
+    maestro_prior,
+    report,
+    sum_target_candidates,
+    target_choices,
+    target_report,
+)
 
 PRETRAIN_LR = 1.5e-3
+TARGET = "family"  # the target objective's name: the family metric on the labelled quarter
+LABELLED = task.labelled_prompts()
 BASE_METHODS = ["maestro", "maestro-prompt", "sum:1,1,1", "gdpo", "random", "sum:1,0,0", "sum:0,1,0", "sum:0,0,1"]
 
 
@@ -81,6 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each")
     p.add_argument("--methods", nargs="+", default=None, help=f"subset of {list(LABELS)} (default all)")
     p.add_argument("--report-only", action="store_true", help="only the table and plots from finished runs")
+    p.add_argument(
+        "--comparison",
+        choices=("aggregators", "target"),
+        default="aggregators",
+        help="aggregators: the table above; target: the alignment meta-reward with a target on a quarter of the "
+        "train prompts against its information-matched baselines (docs/results.md)",
+    )
     args = p.parse_args(argv)
     unknown = sorted(set(args.methods or []) - set(LABELS))
     if unknown:
@@ -167,7 +188,10 @@ def pretrain(workdir: Path, steps: int, n_lines: int) -> Path:
 
 
 def make_aggregator(method: str, seed: int, hidden_size: int, conductor_lr: float):
-    """The plugin's aggregator for a RunSpec.method (see RunSpec), seeded with the run's seed."""
+    """The plugin's aggregator for a RunSpec.method (see RunSpec), seeded with the run's seed.
+
+    `family:...` gives {family: SumAggregator}, one static sum per family (the caller routes each row).
+    """
     from openrlhf_maestro.method import (
         GDPOAggregator,
         MaestroAggregator,
@@ -176,6 +200,20 @@ def make_aggregator(method: str, seed: int, hidden_size: int, conductor_lr: floa
     )
 
     objectives = list(task.OBJECTIVES)
+    if method.startswith("maestro-target:"):  # the alignment meta-reward, Conductor lr in the name
+        lr = float(method.removeprefix("maestro-target:"))
+        return MaestroAggregator(
+            objectives, hidden_size=hidden_size, lr=lr, seed=seed, meta_reward="alignment", target=TARGET
+        )
+    if method.startswith("sum-target:"):  # the target as a 4th training objective, missing off the quarter
+        agg = SumAggregator([*objectives, TARGET], weights=_weights(method, "sum-target:"))
+        agg.accepts_missing = True  # what the integration sets under the skip_objective failure policy
+        return agg
+    if method.startswith("family:"):
+        per_family = method.removeprefix("family:").split("+")
+        return {
+            f: SumAggregator(objectives, weights=_weights(w)) for f, w in zip(task.FAMILIES, per_family, strict=True)
+        }
     if method in ("maestro", "maestro-prompt"):
         return MaestroAggregator(objectives, hidden_size=hidden_size, lr=conductor_lr, seed=seed)
     if method.startswith("maestro-prior:"):
@@ -188,8 +226,39 @@ def make_aggregator(method: str, seed: int, hidden_size: int, conductor_lr: floa
     if method.startswith("sum:"):
         return SumAggregator(objectives, weights=[float(w) for w in method[4:].split(",")])
     raise ValueError(
-        f"unknown method {method!r}: maestro, maestro-prompt, maestro-prior:a,b,c, gdpo, random or sum:a,b,c"
+        f"unknown method {method!r}: maestro, maestro-prompt, maestro-prior:a,b,c, gdpo, random, sum:a,b,c, "
+        "maestro-target:LR, sum-target:a,b,c,t or family:a,b,c+d,e,f"
     )
+
+
+def _weights(text: str, prefix: str = "") -> list[float]:
+    return [float(w) for w in text.removeprefix(prefix).split(",")]
+
+
+def aggregate_step(agg, method: str, rows: list, responses: list[str], rewards, group_ids, h):
+    """R (N,), the per-response weights (N, K) or None, and the metrics, for one training batch of `method`.
+
+    The target (the family metric, on the labelled quarter of the `train` prompts only, NaN elsewhere) reaches
+    maestro-target as `aggregate(..., target=)` and sum-target as a 4th objective; no other method sees it.
+    """
+    import torch
+
+    if method.startswith("family:"):
+        outs = {f: a.aggregate(rewards, group_ids) for f, a in agg.items()}
+        echo = torch.tensor([r.family == "echo" for r in rows])
+        return torch.where(echo, outs["echo"].rewards, outs["story"].rewards), None, {}
+    if method.startswith(("maestro-target:", "sum-target:")):
+        target = torch.tensor(
+            [task.family_metric(r, y) if r in LABELLED else float("nan") for r, y in zip(rows, responses, strict=True)]
+        )
+        if method.startswith("sum-target:"):
+            out = agg.aggregate(torch.cat([rewards, target[:, None]], 1), group_ids, h)
+            return out.rewards, None, {}
+        out = agg.aggregate(rewards, group_ids, h, target=target)
+    else:
+        out = agg.aggregate(rewards, group_ids, h)
+    varies = method.startswith(("maestro", "random"))  # the weights vary per response
+    return out.rewards, out.weights if varies else None, out.metrics
 
 
 def generate(model, tok, texts: list[str], max_new_tokens: int):
@@ -283,16 +352,18 @@ def train_run(spec: RunSpec) -> dict:
         logp = torch.log_softmax(logits, -1).gather(-1, ids[:, p:, None]).squeeze(-1)  # (N, T)
         last = p + resp_mask.long().sum(-1) - 1  # the response's last token (EOS if it stopped)
         # --reward.context response (the paper's): h at the response's last token; prompt: at the prompt's last.
-        h = hidden[:, p - 1] if spec.method == "maestro-prompt" else hidden[torch.arange(len(rows)), last]
+        # maestro-target's action is per prompt, so it reads h at the prompt (context prompt), as maestro-prompt.
+        at_prompt = spec.method == "maestro-prompt" or spec.method.startswith("maestro-target:")
+        h = hidden[:, p - 1] if at_prompt else hidden[torch.arange(len(rows)), last]
         h = h.detach()
 
-        out = agg.aggregate(rewards, group_ids, h)
-        adv = group_norm(out.rewards, group_ids)
+        scalar, weights, agg_metrics = aggregate_step(agg, spec.method, rows, responses, rewards, group_ids, h)
+        adv = group_norm(scalar, group_ids)
         loss = -(adv[:, None] * logp * resp_mask).sum() / resp_mask.sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        meta = agg.feedback(adv)
+        meta = agg.feedback(adv) if hasattr(agg, "feedback") else {}
 
         entry = {
             "step": step,
@@ -303,11 +374,11 @@ def train_run(spec: RunSpec) -> dict:
             entry[f"{f}/train_words"] = statistics.fmean(
                 task.word_count(y) for y, m in zip(responses, rows_f.tolist(), strict=True) if m
             )
-            if spec.method.startswith(("maestro", "random")):  # the weights vary per response
-                for k, w in zip(task.OBJECTIVES, out.weights[rows_f].mean(0).tolist(), strict=True):
+            if weights is not None:
+                for k, w in zip(task.OBJECTIVES, weights[rows_f].mean(0).tolist(), strict=True):
                     entry[f"{f}/weight/{k}"] = w
         kept = (CONDUCTOR_PREFIX, AGGREGATOR_WEIGHT_PREFIX, AGGREGATOR_EMPHASIS_PREFIX)
-        entry.update({k: v for k, v in {**out.metrics, **meta}.items() if k.startswith(kept)})
+        entry.update({k: v for k, v in {**agg_metrics, **meta}.items() if k.startswith(kept)})
         log.append(entry)
         if step % spec.eval_every == 0 or step == spec.steps:
             history.append({"step": step, **evaluate(model, tok, test, spec.eval_samples, spec.max_new_tokens)})
@@ -320,8 +391,22 @@ def train_run(spec: RunSpec) -> dict:
     }
     if hasattr(agg, "config"):  # maestro*: what the Conductor ran with (prior included), not what the spec asked
         record["maestro_config"] = agg.config.to_dict()
+    if spec.method.startswith("maestro-target:"):  # π's expected weights on the held-out prompts, per family
+        record["test_conductor_weights"] = conductor_weights(model, tok, agg, test)
     Path(spec.out).write_text(json.dumps(record, indent=1))
     return record
+
+
+def conductor_weights(model, tok, agg, prompts: list) -> dict[str, list[float]]:
+    """family -> E_{a~π_φ(·|h)}[w(a)] averaged over the family's prompts, h at the prompt's last token."""
+    import torch
+
+    enc = tok([p.text for p in prompts], return_tensors="pt", padding=True)
+    positions = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        hidden = model.model(**enc, position_ids=positions).last_hidden_state[:, -1]  # left padding: last = prompt's
+    weights = agg.conductor.expected_weights(hidden)
+    return {f: weights[torch.tensor([p.family == f for p in prompts])].mean(0).tolist() for f in task.FAMILIES}
 
 
 # ---- orchestration ------------------------------------------------------------------------------------------
@@ -365,10 +450,39 @@ def spec_for(args: argparse.Namespace, pretrained: Path, method: str, seed: int)
     return RunSpec(method=method, seed=seed, pretrained=str(pretrained), out=str(out), **budget)
 
 
+def run_target_comparison(args: argparse.Namespace, pretrained: Path) -> None:
+    """The comparison fixed before running (issue 22), every selection on `val` at the first seed:
+
+    A. seed 0: the 10 grid points and maestro-target at each lr of TARGET_LRS;
+    B. seed 0: sum-target with the grid winner's weights and each target weight of TARGET_WEIGHTS; every seed:
+       the grid winner (1), the per-family grid winners (3), maestro-target at its lr, maestro (4), random (5);
+    C. every seed: the sum-target winner (2).
+    """
+    s0 = args.seeds[0]
+    phase_a = [canonical(w) for w in GRID] + [f"maestro-target:{lr:g}" for lr in TARGET_LRS]
+    run_all([spec_for(args, pretrained, m, s0) for m in phase_a], args.jobs)
+    chosen = target_choices(load_runs(args.workdir), s0)
+    print(f"chosen on val at seed {s0}: {chosen}", flush=True)
+    every = [chosen[k] for k in ("best", "family", "maestro-target", "maestro", "random")]
+    specs = [spec_for(args, pretrained, m, s0) for m in sum_target_candidates(chosen["best"])]
+    specs += [spec_for(args, pretrained, m, s) for s in args.seeds for m in every]
+    run_all(list({s.out: s for s in specs}.values()), args.jobs)
+    chosen = target_choices(load_runs(args.workdir), s0)
+    print(f"sum-target chosen on val at seed {s0}: {chosen['sum-target']}", flush=True)
+    run_all([spec_for(args, pretrained, chosen["sum-target"], s) for s in args.seeds], args.jobs)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.workdir = args.workdir.resolve()
     (args.workdir / "runs").mkdir(parents=True, exist_ok=True)
+    if args.comparison == "target":
+        if not args.report_only:
+            t0 = time.perf_counter()
+            run_target_comparison(args, pretrain(args.workdir, args.pretrain_steps, args.pretrain_lines))
+            print(f"all runs: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(target_report(args.workdir, args.seeds))
+        return 0
     methods = args.methods or list(LABELS)
     if not args.report_only:
         t0 = time.perf_counter()

@@ -217,3 +217,139 @@ def plot_conductor_weights(runs: dict, seeds: list[int], best: str | None, path:
 
 def _smooth(values: list[float], window: int) -> list[float]:
     return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+# ---- the target comparison (issue 22): the alignment meta-reward against information-matched baselines ----------
+TARGET_LRS = (1e-3, 1e-2, 1e-1)
+"""maestro-target's Conductor lr candidates, each run at the first seed and chosen on `val` (as the grid is)."""
+TARGET_WEIGHTS = (1, 3, 9)
+"""sum-target's target weight candidates, next to the val-selected grid weights (which sum to 3)."""
+TARGET_LABELS = {
+    "maestro-target": "maestro, alignment meta-reward with the target",
+    "best": "(1) sum, val-selected grid weights",
+    "sum-target": "(2) sum + the target as a 4th objective",
+    "family": "(3) sum, val-selected grid weights per family",
+    "maestro": "(4) maestro, the paper's meta-reward",
+    "random": "(5) random emphasis",
+}
+# Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..12 (standard tables).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+T975.update({11: 2.201, 12: 2.179})
+
+
+def best_by_val(runs: dict, candidates: list[str], seed: int, key: str = "score") -> str | None:
+    """The candidate method whose run at `seed` has the highest `val` `key` (ties: the first in order)."""
+    scored = [(runs[(m, seed)]["val"][key], -i, m) for i, m in enumerate(candidates) if (m, seed) in runs]
+    return max(scored)[2] if scored else None
+
+
+def target_choices(runs: dict, seed: int) -> dict[str, str | None]:
+    """The val-selected RunSpec.method behind each TARGET_LABELS key (None where its selection runs are missing)."""
+    grid = [canonical(w) for w in GRID]
+    best = best_by_val(runs, grid, seed)
+    echo, story = best_by_val(runs, grid, seed, "echo/metric"), best_by_val(runs, grid, seed, "story/metric")
+    chosen = {
+        "best": best,
+        "family": None if echo is None or story is None else f"family:{echo[4:]}+{story[4:]}",
+        "maestro-target": best_by_val(runs, [f"maestro-target:{lr:g}" for lr in TARGET_LRS], seed),
+        "sum-target": None,
+        "maestro": "maestro",
+        "random": "random",
+    }
+    if best is not None:
+        chosen["sum-target"] = best_by_val(runs, sum_target_candidates(best), seed)
+    return chosen
+
+
+def sum_target_candidates(best: str) -> list[str]:
+    """sum-target:a,b,c,t for the grid winner sum:a,b,c and every t in TARGET_WEIGHTS."""
+    return [f"sum-target:{best[4:]},{t}" for t in TARGET_WEIGHTS]
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the two-sided 95 % Student t interval of the mean of paired differences."""
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    half = T975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def _train_weights(rec: dict, family: str, last: int = 10) -> list[float]:
+    """The mean weight per objective on the family's training responses over the last `last` steps."""
+    tail = rec["train"][-last:]
+    return [statistics.fmean(e[f"{family}/weight/{k}"] for e in tail) for k in task.OBJECTIVES]
+
+
+def target_report(workdir: Path, seeds: list[int]) -> str:
+    """The issue-22 comparison: per-family test metrics, paired differences against (1) and (2), Conductor weights.
+
+    Writes workdir/target_summary.md and target_summary.json.
+    """
+    workdir = Path(workdir)
+    runs = load_runs(workdir)
+    chosen = target_choices(runs, seeds[0])
+    per_method = {k: [runs[(m, s)] for s in seeds if m and (m, s) in runs] for k, m in chosen.items()}
+    cols = [("echo/metric", "echo exact match"), ("story/metric", "story variety score"), ("score", "mean of both")]
+    lines = [
+        f"Held-out `test` topics after {runs[next(iter(runs))]['history'][-1]['step']} GRPO steps, "
+        f"seeds {seeds}: mean ± sd over seeds.",
+        "",
+        "| method | run | seeds | " + " | ".join(name for _, name in cols) + " |",
+        "|" + " --- |" * (len(cols) + 3),
+    ]
+    summary: dict = {"seeds": seeds, "chosen": chosen, "methods": {}, "paired": {}}
+    for key, label in TARGET_LABELS.items():
+        recs = per_method[key]
+        if not recs:
+            continue
+        values = {k: [r["history"][-1][k] for r in recs] for k, _ in cols}
+        lines.append(
+            f"| {label} | `{chosen[key]}` | {len(recs)} | " + " | ".join(_mean_sd(values[k]) for k, _ in cols) + " |"
+        )
+        summary["methods"][key] = {"method": chosen[key], "seeds": [r["spec"]["seed"] for r in recs], **values}
+    ours = {r["spec"]["seed"]: r["history"][-1] for r in per_method["maestro-target"]}
+    lines += ["", "Paired by seed, maestro with the target minus the baseline (95 % t interval over the seeds):", ""]
+    lines += ["| baseline | seeds | " + " | ".join(name for _, name in cols) + " |", "|" + " --- |" * (len(cols) + 2)]
+    for key in ("best", "sum-target", "family", "maestro", "random"):
+        theirs = {r["spec"]["seed"]: r["history"][-1] for r in per_method[key]}
+        common = sorted(set(ours) & set(theirs))
+        if not common:
+            continue
+        cells, summary["paired"][key] = [], {"seeds": common}
+        for k, _ in cols:
+            mean, lo, hi = paired_interval([ours[s][k] - theirs[s][k] for s in common])
+            cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+            summary["paired"][key][k] = [mean, lo, hi]
+        lines.append(f"| {TARGET_LABELS[key]} | {len(common)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The Conductor's weights (match, variety, length) per family, mean over seeds: on the training responses "
+        "over the last 10 steps, and (alignment only) E_π[w] on the held-out `test` prompts at the end:",
+        "",
+        "| method | family | training, last 10 steps | `test` prompts, E_π[w] |",
+        "| --- | --- | --- | --- |",
+    ]
+    fmt = lambda ws: "(" + ", ".join(f"{w:.2f}" for w in ws) + ")"  # noqa: E731
+    for key in ("maestro-target", "maestro", "random"):
+        recs = per_method[key]
+        if not recs:
+            continue
+        for family in task.FAMILIES:
+            train_w = [statistics.fmean(c) for c in zip(*[_train_weights(r, family) for r in recs], strict=True)]
+            test = [r["test_conductor_weights"][family] for r in recs if "test_conductor_weights" in r]
+            test_w = fmt([statistics.fmean(c) for c in zip(*test, strict=True)]) if test else "–"
+            lines.append(f"| {TARGET_LABELS[key]} | {family} | {fmt(train_w)} | {test_w} |")
+            summary["methods"][key][f"{family}/train_weights"] = train_w
+    sel = [f"Selections at seed {seeds[0]} on `val`: " + ", ".join(f"{k}: `{v}`" for k, v in chosen.items()) + "."]
+    for label, cands in (
+        ("maestro-target lr", [f"maestro-target:{lr:g}" for lr in TARGET_LRS]),
+        ("sum-target weight", sum_target_candidates(chosen["best"]) if chosen["best"] else []),
+    ):
+        val = [f"{m.split(':')[1]}: {runs[(m, seeds[0])]['val']['score']:.3f}" for m in cands if (m, seeds[0]) in runs]
+        sel.append(f"{label}, `val` score: " + ", ".join(val) + ".")
+    lines += ["", *sel]
+    text = "\n".join(lines)
+    (workdir / "target_summary.md").write_text(text + "\n")
+    (workdir / "target_summary.json").write_text(json.dumps(summary, indent=1))
+    return text

@@ -74,6 +74,13 @@ def prompts(split: str, seed: int = 0) -> list[Prompt]:
     return [Prompt(family, t) for family in FAMILIES for t in topics]
 
 
+def labelled_prompts(seed: int = 0) -> set[Prompt]:
+    """The fixed quarter of the `train` prompts that carry the target (the family metric, a stand-in for a judge):
+    every fourth `train` topic (14 of 56), in both families."""
+    topics = topic_splits(seed)["train"][::4]
+    return {Prompt(family, t) for family in FAMILIES for t in topics}
+
+
 # ---- training rewards ---------------------------------------------------------------------------------------
 def objective_rewards(prompt: Prompt, response: str) -> list[float]:
     """[match, variety, length] of one response (see the module docstring); each in [0, 1]."""

@@ -51,6 +51,8 @@ META_LOSS = CONDUCTOR_PREFIX + "meta_loss"
 GRAD_NORM = CONDUCTOR_PREFIX + "grad_norm"
 UPDATES = CONDUCTOR_PREFIX + "updates"
 SKIPPED_UPDATES = CONDUCTOR_PREFIX + "skipped_updates"
+TARGET_FRACTION = CONDUCTOR_PREFIX + "target_fraction"
+TARGET_GAIN = CONDUCTOR_PREFIX + "target_gain"
 
 CHANNEL_SECONDS = "seconds"
 """``model_channel/<channel>/seconds``: what a ``policy_forward`` channel's forward took."""
@@ -206,6 +208,18 @@ METRICS: tuple[Metric, ...] = (
         "maestro",
         "Conductor updates abandoned because the loss or its gradient norm was not finite (e.g. non-finite "
         "advantages); the first one also raises a `RuntimeWarning`",
+    ),
+    Metric(
+        TARGET_FRACTION,
+        "maestro, `--maestro.meta_reward alignment`",
+        "share of this step's prompt groups with 2 or more target values, the groups the Conductor learns from; "
+        "0 on every step means the target never arrives (check the reward function's `obj/<target>`)",
+    ),
+    Metric(
+        TARGET_GAIN,
+        "maestro, `--maestro.meta_reward alignment`",
+        "mean G_i(a) = Σ_j Â_ij(a)·u_ij of the chosen emphasis over the labelled groups (u: the target centred in "
+        "its group): how well this step's update points at the target; `nan` when no group had a target",
     ),
     Metric(
         model_channel_key("<channel>", CHANNEL_SECONDS),

@@ -202,6 +202,20 @@ class AggregatorSpec:
         rms = [n for n in self.model_channels if get_channel(n).source == "reward_model"]
         if len(rms) > 1:
             raise SpecError(f"channels {rms} each need a reward model; one is supported", field="objectives")
+        target = cls.target_of(self.option_values)
+        if target is not None and target in objectives:
+            raise SpecError(
+                f"the target {target!r} is also a training objective {list(objectives)}: the alignment meta-reward "
+                "keeps the target out of R; drop it from the objectives or name another target",
+                field="options",
+            )
+        if target is not None and self.context != "prompt":
+            raise SpecError(
+                f"the target {target!r} (meta_reward alignment) draws one emphasis per prompt from h at the prompt, "
+                f"so it needs context prompt, got {self.context!r}: pass {FIELD['context'].flag} prompt (JSON: "
+                '"context": "prompt")',
+                field="context",
+            )
 
     # -- what the aggregator needs ------------------------------------------------------------------------
 

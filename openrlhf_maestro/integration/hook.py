@@ -100,6 +100,29 @@ def objective_matrix(experiences: list, objectives: list[str]) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
+def target_column(experiences: list, name: str) -> torch.Tensor:
+    """(N,) float32 ``info["obj/<name>"]`` in experience order, NaN where it is missing or not finite: a target is
+    optional per response (an experience without the key contributes NaN rows).
+
+    Raises:
+        InvalidSampleError: the key holds a number of values other than the experience's sample count.
+    """
+    key, pieces = objective_key(name), []
+    for e in experiences:
+        values = e.info.get(key)
+        if values is None:
+            pieces.append(torch.full((len(e.index),), float("nan")))
+            continue
+        values = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+        if values.numel() != len(e.index):
+            raise InvalidSampleError(
+                f"the target {key} has {values.numel()} values for {len(e.index)} responses; report it for every "
+                f"response (extra_logs['{key}'] = float('nan') where it is missing)"
+            )
+        pieces.append(torch.where(torch.isfinite(values), values, torch.full_like(values, float("nan"))))
+    return torch.cat(pieces)
+
+
 def sample_index_of(experiences: list) -> torch.Tensor:
     """(N,) index of every response in its rollout batch (``Experience.index``), in experience order."""
     return torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)))
@@ -267,7 +290,13 @@ class AggregatorHook:
         # The aggregator sees the batch in sample order, whatever micro-batches OpenRLHF made (dynamic batching
         # regroups them by length), so a seeded run draws the same emphasis for the same response either way.
         order = torch.argsort(sample_index_of(experiences))
-        out = self.aggregator.aggregate(rewards[order], group_ids[order], None if hidden is None else hidden[order])
+        extra = {}
+        if self.aggregator.target_objective is not None:  # kept out of R; NaN where missing or dropped
+            target = target_column(experiences, self.aggregator.target_objective)
+            extra["target"] = torch.where(invalid, torch.full_like(target, float("nan")), target)[order]
+        out = self.aggregator.aggregate(
+            rewards[order], group_ids[order], None if hidden is None else hidden[order], **extra
+        )
         scalar = torch.empty_like(out.rewards)
         scalar[order] = out.rewards
         scalar = fill_with_group_means(scalar, invalid, group_ids)  # dropped rows: zero advantage

@@ -20,13 +20,20 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from openrlhf_maestro.metric_names import CONDUCTOR_ENTROPY, emphasis_key, reward_key, weight_key
+from openrlhf_maestro.metric_names import (
+    CONDUCTOR_ENTROPY,
+    TARGET_FRACTION,
+    TARGET_GAIN,
+    emphasis_key,
+    reward_key,
+    weight_key,
+)
 
 from .conductor import Conductor, Features
 from .config import GDPOOptions, MaestroConfig, RandomOptions, check_min_prob
 from .meta_update import MetaUpdater
 from .normalize import ObjectiveNormalizer, group_index, group_norm, group_zscore, scalarize
-from .weights import action_weights, validate_prior
+from .weights import action_weights, validate_prior, weight_matrix
 
 __all__ = [
     "AggregateOutput",
@@ -35,9 +42,11 @@ __all__ = [
     "RandomEmphasisAggregator",
     "RewardAggregator",
     "SumAggregator",
+    "alignment_values",
     "available_aggregators",
     "build_aggregator",
     "check_option_names",
+    "counterfactual_advantages",
     "get_aggregator",
     "group_norm",
     "load_module",
@@ -237,6 +246,17 @@ class RewardAggregator:
         return True
 
     @classmethod
+    def target_of(cls, options: Any = None) -> str | None:
+        """The target objective that aggregate() with these options (an ``options_class`` value) reads as
+        ``target=``, kept out of R; None: it reads none (read from the class, nothing is built)."""
+        return None
+
+    @property
+    def target_objective(self) -> str | None:
+        """``target_of`` this aggregator's options."""
+        return self.target_of(getattr(self, "options", None))
+
+    @classmethod
     def has_state(cls) -> bool:
         """Whether state_dict() holds anything (a learned Conductor, a random generator, running statistics)."""
         return cls.state_dict is not RewardAggregator.state_dict
@@ -249,9 +269,24 @@ class RewardAggregator:
             raise ValueError(f"objectives must be distinct non-empty strings, got {names}")
         self.objectives: list[str] = names
 
-    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
-        """rewards (N, K) float, group_ids (N,) int, hidden (N, H) or None -> AggregateOutput(rewards (N,))."""
+    def aggregate(
+        self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None, *, target: Tensor | None = None
+    ) -> AggregateOutput:
+        """rewards (N, K) float, group_ids (N,) int, hidden (N, H) or None -> AggregateOutput(rewards (N,)).
+
+        target: (N,) values of a target objective kept out of R (NaN where missing); only an aggregator that
+        learns from one reads it (maestro with meta_reward='alignment'), the others refuse it (`refuse_target`).
+        """
         raise NotImplementedError
+
+    def refuse_target(self, target: Tensor | None) -> None:
+        """ValueError if a target was passed to an aggregator that does not learn from one."""
+        if target is not None:
+            raise ValueError(
+                f"the {self.name!r} aggregator does not read a target objective; a target is only learnt from by "
+                "maestro with meta_reward='alignment' (--maestro.meta_reward alignment --maestro.target NAME). "
+                "Pass target=None, or train on the objective as one of the rewards"
+            )
 
     def feedback(self, advantages: Tensor) -> dict[str, float]:
         """Group-relative advantages Â (N,) of the last aggregate() call. Stateless aggregators ignore them."""
@@ -377,8 +412,11 @@ class SumAggregator(RewardAggregator):
     def needs_groups(cls, options: Any = None) -> bool:
         return False
 
-    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+    def aggregate(
+        self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None, *, target: Tensor | None = None
+    ) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,) = rewards @ w."""
+        self.refuse_target(target)
         rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
         scalar = scalarize(self.weights, rewards)
         return AggregateOutput(scalar, self.reward_metrics(rewards), self.weights.expand_as(rewards))
@@ -410,8 +448,11 @@ class GDPOAggregator(RewardAggregator):
         self.options = GDPOOptions(eps=eps)
         self.eps = self.options.eps
 
-    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+    def aggregate(
+        self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None, *, target: Tensor | None = None
+    ) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,)."""
+        self.refuse_target(target)
         rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
         scalar = scalarize(self.weights, group_zscore(rewards, group_ids, self.eps))
         return AggregateOutput(scalar, self.reward_metrics(rewards), self.weights.expand_as(rewards))
@@ -420,6 +461,20 @@ class GDPOAggregator(RewardAggregator):
 @register_aggregator("maestro")
 class MaestroAggregator(RewardAggregator):
     """MAESTRO: r̃ = normalize(r); a_ij ~ π_φ(·|h_ij); R_ij = Σ_k w_k(a_ij) · r̃_ijk; π_φ learns from Â.
+
+    With ``meta_reward='alignment'`` (this project's extension; docs/method.md, "What the paper's meta-reward can
+    and cannot learn") the action is per prompt group and the Conductor learns from a target objective t kept
+    out of R:
+
+        a_i ~ π_φ(·|h_i) with h_i the hidden state of group i's first response (every response of a group shares
+              its prompt, so the integration must run with ``context prompt``); R_ij = Σ_k w_k(a_i) · r̃_ijk
+        Â_i·(a) = group_norm(Σ_k w_k(a) r̃_i·k) for every emphasis a (K recomputations, no rollouts)
+        u_ij = t_ij − mean_{j' with t} t_ij'   (over the group's responses that have a target; 0 where missing)
+        G_i(a) = Σ_{j with t} Â_ij(a) · u_ij    (groups with fewer than 2 target values have no G)
+
+    and feedback() takes the full-information step L(φ) = −mean_i Σ_a π_φ(a|h_i) G_i(a) − λ_ent H on the groups
+    that have a G (MetaUpdater). To first order a policy step along Â(a) raises u by ∝ G_i(a), so G values an
+    emphasis by how well its update points at the target; the paper's Â alone cannot tell prompt families apart.
 
     Args:
         objectives: K names (K emphasis actions, one per objective).
@@ -467,9 +522,23 @@ class MaestroAggregator(RewardAggregator):
         self.normalizer = ObjectiveNormalizer(self.config.normalization, k, self.config.norm_eps)
         self.conductor: Conductor | None = None
         self.updater: MetaUpdater | None = None
+        if self.config.target is not None and self.config.target in self.objectives:
+            raise ValueError(
+                f"target {self.config.target!r} is also a training objective {self.objectives}: the alignment "
+                "meta-reward keeps the target out of R; drop it from the objectives or name another target"
+            )
         self._pending: tuple[Features, Tensor, Tensor | None] | None = None
+        # meta_reward='alignment': the labelled groups' G (M, K) and the response count N of the last aggregate().
+        self._pending_values: Tensor | None = None
+        self._pending_n = 0
         if hidden_size is not None:
             self._build(hidden_size)
+
+    @classmethod
+    def target_of(cls, options: MaestroConfig | None = None) -> str | None:
+        """meta_reward='alignment': the target's name (its action is per prompt: run with context prompt)."""
+        config = options or MaestroConfig()
+        return config.target if config.meta_reward == "alignment" else None
 
     def _build(self, hidden_size: int) -> Conductor:
         if self.conductor is None:
@@ -489,11 +558,21 @@ class MaestroAggregator(RewardAggregator):
             )
         return self.conductor
 
-    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+    def aggregate(
+        self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None, *, target: Tensor | None = None
+    ) -> AggregateOutput:
         """rewards (N, K), group_ids (N,), hidden (N, H) -> R (N,); samples one action per response.
 
+        meta_reward='alignment': one action per group, and `target` (N,) is required (NaN where missing).
         A float32 CPU `hidden` is kept by reference (not copied) until feedback(): do not modify it in place.
         """
+        if self.config.meta_reward == "alignment":
+            return self._aggregate_alignment(rewards, group_ids, hidden, target)
+        if target is not None:
+            raise ValueError(
+                "this maestro aggregator has meta_reward='advantage' (the paper's), which does not read a target; "
+                "set meta_reward='alignment' and target=NAME to learn from one, or pass target=None"
+            )
         rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
         assert hidden is not None
         conductor = self._build(hidden.shape[1])
@@ -508,19 +587,74 @@ class MaestroAggregator(RewardAggregator):
         metrics[CONDUCTOR_ENTROPY] = float(sample.entropy.mean())
         return AggregateOutput(scalar, metrics, sample.weights, sample.expected_weights)
 
+    def _aggregate_alignment(
+        self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None, target: Tensor | None
+    ) -> AggregateOutput:
+        """meta_reward='alignment' (see the class docstring): one action per group, G_i(a) for the labelled groups."""
+        rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
+        assert hidden is not None
+        target = self._validate_target(target, rewards.shape[0])
+        conductor = self._build(hidden.shape[1])
+        inverse, counts = group_index(group_ids)
+        n = rewards.shape[0]
+        # h of each group's first response: the prompt's context, shared by the whole group.
+        first = torch.full((counts.numel(),), n).scatter_reduce(0, inverse, torch.arange(n), reduce="amin")
+        features = conductor.features(hidden[first])  # validates h before any state (running stats, RNG) changes
+        r_tilde = self.normalizer(rewards, group_ids)  # (N, K)
+        sample = conductor.sample_from_features(features)  # (G,) actions; the update recomputes the logits
+        weights = sample.weights[inverse]  # the group's weights for each of its responses
+        scalar = scalarize(weights, r_tilde)  # R_ij = Σ_k w_k(a_i) r̃_ijk
+        gain, labelled = alignment_values(r_tilde, group_ids, target, weight_matrix(conductor.prior, conductor.beta))
+        self._pending = (Features(features.hidden[labelled], features.scale[labelled]), sample.actions[labelled], None)
+        self._pending_values, self._pending_n = gain[labelled], n
+
+        # per response, as under the paper's rule: a group's action counts once per response it weights
+        metrics = {**self.reward_metrics(rewards), **self.emphasis_metrics(weights, sample.actions[inverse])}
+        metrics[CONDUCTOR_ENTROPY] = float(sample.entropy.mean())
+        metrics[TARGET_FRACTION] = float(labelled.float().mean())  # groups with a G
+        chosen = gain[labelled].gather(-1, sample.actions[labelled].unsqueeze(-1))
+        metrics[TARGET_GAIN] = float(chosen.mean()) if chosen.numel() else float("nan")
+        return AggregateOutput(scalar, metrics, weights, sample.expected_weights[inverse])
+
+    def _validate_target(self, target: Tensor | None, n: int) -> Tensor:
+        name = self.config.target
+        if target is None:
+            raise ValueError(
+                f"meta_reward='alignment' needs the target {name!r} as aggregate(..., target=(N,) tensor), NaN where "
+                "it is missing; got none"
+            )
+        if not isinstance(target, Tensor) or tuple(target.shape) != (n,) or not target.is_floating_point():
+            got = (tuple(target.shape), target.dtype) if isinstance(target, Tensor) else type(target).__name__
+            raise ValueError(
+                f"target {name!r} must be a float tensor of shape (N,) = ({n},), NaN where missing; got {got}"
+            )
+        target = target.detach().cpu().float()
+        if bool(torch.isinf(target).any()):
+            row = int(torch.isinf(target).nonzero()[0])
+            raise ValueError(f"target {name!r} is infinite at row {row}; mark a missing value with NaN")
+        return target
+
     def feedback(self, advantages: Tensor) -> dict[str, float]:
-        """Â (N,) of the last aggregate(): buffer (h, a, Â); run the meta-update every `update_every` calls."""
+        """Â (N,) of the last aggregate(): buffer (h, a, Â); run the meta-update every `update_every` calls.
+
+        meta_reward='alignment': Â is checked for its shape but not used: the buffered values are the labelled
+        groups' G_i(·), computed in aggregate() from the counterfactual advantages.
+        """
         if self._pending is None or self.updater is None:
             raise RuntimeError("feedback() needs a preceding aggregate() call whose advantages it receives")
         features, actions, logits = self._pending
-        n = features.hidden.shape[0]
+        values = self._pending_values
+        n = features.hidden.shape[0] if values is None else self._pending_n
         if not isinstance(advantages, Tensor) or tuple(advantages.shape) != (n,):
             got = tuple(advantages.shape) if isinstance(advantages, Tensor) else type(advantages).__name__
             raise ValueError(f"advantages must have shape (N,) = ({n},) like the last aggregate() call, got {got}")
-        self._pending = None
-        # Non-finite advantages are not rejected here: they make the meta-loss non-finite, and that update is
-        # skipped and counted (one bad batch should not end a long run).
-        self.updater.add(features, actions, advantages.detach().cpu().float(), logits)
+        self._pending, self._pending_values = None, None
+        if values is None:
+            # Non-finite advantages are not rejected here: they make the meta-loss non-finite, and that update is
+            # skipped and counted (one bad batch should not end a long run).
+            self.updater.add(features, actions, advantages.detach().cpu().float(), logits)
+        elif values.shape[0]:  # no labelled group in this batch: nothing to learn from, the period still counts
+            self.updater.add(features, actions, values)
         return self.updater.step()
 
     def state_dict(self) -> dict:
@@ -539,6 +673,8 @@ class MaestroAggregator(RewardAggregator):
             "meta": None if self.updater is None else self.updater.state_dict(),
             "normalizer": self.normalizer.state_dict(),
             "pending": None if self._pending is None else [*self._pending[0], self._pending[1]],  # not the graph
+            "pending_values": self._pending_values,
+            "pending_n": self._pending_n,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -547,10 +683,11 @@ class MaestroAggregator(RewardAggregator):
         if list(state["objectives"]) != self.objectives:
             raise ValueError(f"state is for objectives {state['objectives']}, this aggregator has {self.objectives}")
         saved = state["config"]
-        for key in ("mode", "hidden_sizes", "input_norm", "normalization"):
+        for key in ("mode", "hidden_sizes", "input_norm", "normalization", "meta_reward"):
             mine = self.config.to_dict()[key]
-            if saved[key] != mine:
-                raise ValueError(f"state has {key}={saved[key]!r}, this aggregator's config has {key}={mine!r}")
+            theirs = saved.get(key, "advantage" if key == "meta_reward" else None)  # saved before the option
+            if theirs != mine:
+                raise ValueError(f"state has {key}={theirs!r}, this aggregator's config has {key}={mine!r}")
         self.normalizer.load_state_dict(state["normalizer"])
         if state["hidden_size"] is not None:
             conductor = self._build(int(state["hidden_size"]))
@@ -560,6 +697,52 @@ class MaestroAggregator(RewardAggregator):
             self.updater.load_state_dict(state["meta"])
         pending = state["pending"]
         self._pending = None if pending is None else (Features(pending[0], pending[1]), pending[2], None)
+        self._pending_values, self._pending_n = state.get("pending_values"), int(state.get("pending_n", 0))
+
+
+def counterfactual_advantages(r_tilde: Tensor, group_ids: Tensor, weights: Tensor) -> Tensor:
+    """Â_ij(a) = group_norm(R(a))_ij with R_ij(a) = Σ_k w_k(a) r̃_ijk, for every row a of `weights`.
+
+    The advantage GRPO would give each response if its whole group had emphasis a (``group_norm``, OpenRLHF's
+    (R − mean) / (std + 1e-9)): K recomputations of the scalarization, no rollouts.
+
+    Args:
+        r_tilde: (N, K) normalized objectives (NaN where missing, see ``scalarize``).
+        group_ids: (N,) integer group ids.
+        weights: (A, K) one weight vector per action, e.g. ``weight_matrix(prior, beta)``.
+
+    Returns:
+        (N, A) float32.
+    """
+    return torch.stack([group_norm(scalarize(w, r_tilde), group_ids) for w in weights], dim=-1)
+
+
+def alignment_values(r_tilde: Tensor, group_ids: Tensor, target: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """G_i(a) = Σ_{j: t_ij present} Â_ij(a) · (t_ij − mean_{j': t_ij' present} t_ij'), per group i and action a.
+
+    Args:
+        r_tilde: (N, K) normalized objectives; group_ids: (N,) integer ids; target: (N,) float, NaN where missing;
+        weights: (A, K) weight vector per action.
+
+    Returns:
+        G (num_groups, A) float32, in the order of ``torch.unique(group_ids)`` (0 where not labelled), and
+        labelled (num_groups,) bool: the group has at least 2 target values and finite advantages (a group
+        with one target value has no centred signal).
+    """
+    inverse, counts = group_index(group_ids)
+    num_groups = counts.numel()
+    present = ~torch.isnan(target)
+    t = torch.where(present, target, torch.zeros_like(target))
+    n_present = torch.zeros(num_groups).index_add_(0, inverse, present.float())
+    mean = torch.zeros(num_groups).index_add_(0, inverse, t) / n_present.clamp(min=1)
+    u = torch.where(present, t - mean[inverse], torch.zeros_like(t))  # (N,) centred over the present ones
+    adv = counterfactual_advantages(r_tilde, group_ids, weights)  # (N, A)
+    bad_rows = (~torch.isfinite(adv).all(-1)).long()
+    finite = torch.zeros(num_groups, dtype=torch.long).index_add_(0, inverse, bad_rows) == 0
+    contrib = torch.where(present.unsqueeze(-1), adv * u.unsqueeze(-1), torch.zeros_like(adv))
+    gain = torch.zeros(num_groups, adv.shape[1]).index_add_(0, inverse, contrib)
+    labelled = (n_present >= 2) & finite
+    return torch.where(labelled.unsqueeze(-1), gain, torch.zeros_like(gain)), labelled
 
 
 @register_aggregator("random")
@@ -597,8 +780,11 @@ class RandomEmphasisAggregator(RewardAggregator):
     def needs_groups(cls, options: RandomOptions | None = None) -> bool:
         return (options or RandomOptions()).normalization == "group"
 
-    def aggregate(self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None) -> AggregateOutput:
+    def aggregate(
+        self, rewards: Tensor, group_ids: Tensor, hidden: Tensor | None = None, *, target: Tensor | None = None
+    ) -> AggregateOutput:
         """rewards (N, K), group_ids (N,) -> R (N,); one uniform action per response."""
+        self.refuse_target(target)
         rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
         k = len(self.objectives)
         actions = torch.randint(k, (rewards.shape[0],), generator=self.generator)

@@ -16,6 +16,7 @@ from .weights import DEFAULT_BETA, validate_prior
 NORMALIZATIONS = ("group", "batch", "none")
 MODES = ("discrete", "dirichlet")
 INPUT_NORMS = ("rms", "none")
+META_REWARDS = ("advantage", "alignment")
 
 
 @dataclass
@@ -54,6 +55,13 @@ class MaestroConfig:
     """Dirichlet mode: α = softplus(z) + concentration_eps keeps every concentration > 0."""
     seed: int = 0
     """Seed of the Conductor's own torch.Generator (sampling) and of its initialization."""
+    meta_reward: str = "advantage"
+    """What the Conductor learns from. 'advantage' (the paper): REINFORCE on each response's own Â_ij, one action
+    per response. 'alignment' (this project's extension, docs/method.md): one action per prompt group, valued by
+    G_i(a) = Σ_j Â_ij(a)·u_ij, how well the advantages under emphasis a point at the centred `target` u."""
+    target: str | None = None
+    """meta_reward='alignment': the name of the target objective (e.g. a judge scored on some prompts). It is kept
+    out of R and may be missing (NaN) on most responses. Required with 'alignment', refused with 'advantage'."""
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(self.hidden_sizes)
@@ -85,6 +93,31 @@ class MaestroConfig:
             _finite(self.concentration_eps) and self.concentration_eps > 0,
             f"concentration_eps must be a finite number > 0, got {self.concentration_eps!r}",
         )
+        _check(
+            self.meta_reward in META_REWARDS,
+            f"meta_reward must be one of {list(META_REWARDS)}, got {self.meta_reward!r}",
+        )
+        _check(
+            self.target is None or (isinstance(self.target, str) and self.target != ""),
+            f"target must be an objective name (a non-empty string) or None, got {self.target!r}",
+        )
+        if self.meta_reward == "alignment":
+            _check(
+                self.target is not None,
+                "meta_reward='alignment' needs a target objective to align with: set target (--maestro.target NAME)",
+            )
+            _check(
+                self.mode == "discrete",
+                f"meta_reward='alignment' values each of the K discrete emphases, so it needs mode='discrete', got "
+                f"mode={self.mode!r}",
+            )
+        else:
+            _check(
+                self.target is None,
+                f"target={self.target!r} is only read by meta_reward='alignment' (got "
+                f"meta_reward={self.meta_reward!r}): set meta_reward='alignment' (--maestro.meta_reward alignment) "
+                "or drop the target",
+            )
 
     def to_dict(self) -> dict:
         """Plain-python view (lists instead of tuples), e.g. for logging or a weights_only checkpoint."""

@@ -7,6 +7,15 @@ steps on
 
 then clear the buffer (the samples came from the current π_φ: on-policy). Â is group-centred, so it is
 its own baseline. A non-finite loss or gradient norm skips the rest of that update (counted, warned once).
+
+Full-information rows (meta_reward='alignment'): when the buffered value is a (M, K) matrix G, with G_i(a) the
+value of every action for context h_i (known for every a, not only the sampled one), the loss is the expected
+value under π_φ instead of a one-sample estimate of it:
+
+    L(φ) = −mean_i Σ_a π_φ(a | h_i)·G_i(a) − λ_ent · mean H(π_φ(·|h_i))
+
+Its gradient in the logits, π_a·(G_a − Σ_b π_b G_b), is REINFORCE's with the baseline Σ_b π_b G_b averaged over
+the action: the same direction in expectation, without the sampling noise of a.
 """
 
 from __future__ import annotations
@@ -66,7 +75,7 @@ class MetaUpdater:
         Args:
             features: Features of N rows (h, 1 / rms(h)).
             actions: (N,) long or (N, K) simplex points.
-            advantages: (N,) Â.
+            advantages: (N,) Â of the sampled actions, or (N, K) values G of every action (full information).
             logits: optional (N, K) head output z with its autograd graph from sampling time; the first meta
                 step reuses it (φ has not changed since), saving one (N, H) forward pass.
         """
@@ -76,16 +85,23 @@ class MetaUpdater:
         self._advantages.append(advantages.detach().to(torch.float32))
 
     def loss(self, logits: Tensor, actions: Tensor, advantages: Tensor) -> tuple[Tensor, Tensor]:
-        """L(φ) = −mean(Â · log π_φ(a|h)) − λ_ent · mean H(π_φ(·|h)).
+        """L(φ) = −mean(Â · log π_φ(a|h)) − λ_ent · mean H(π_φ(·|h)), or with (M, K) values G (full information,
+        discrete mode) L(φ) = −mean_i Σ_a π_φ(a|h_i)·G_i(a) − λ_ent · mean H(π_φ(·|h_i)).
 
         Args:
-            logits: (M, K) head output z = f_φ(x) (differentiable in φ); actions: (M,) or (M, K); advantages: (M,) Â.
+            logits: (M, K) head output z = f_φ(x) (differentiable in φ); actions: (M,) or (M, K); advantages: (M,) Â
+                of the sampled actions, or (M, K) G of every action (then `actions` is not read).
 
         Returns:
             (loss scalar, mean entropy scalar).
         """
         dist = self.conductor.distribution(logits)
         entropy = dist.entropy().mean()
+        if advantages.dim() == 2:
+            if self.conductor.mode != "discrete":
+                raise ValueError("a value per action (M, K) needs the discrete Conductor (mode='discrete')")
+            value = (self.conductor.log_probs(logits).exp() * advantages).sum(-1)
+            return -value.mean() - self.entropy_coef * entropy, entropy
         return -(advantages * dist.log_prob(actions)).mean() - self.entropy_coef * entropy, entropy
 
     def step(self) -> dict[str, float]:
