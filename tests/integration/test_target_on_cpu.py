@@ -16,8 +16,8 @@ standin_finder.install()
 from openrlhf.trainer.ppo_utils.experience import Experience
 
 from openrlhf_maestro.integration.hook import AggregatorHook, InvalidSampleError, target_column
-from openrlhf_maestro.metric_names import INVALID as INVALID_KEY
 from openrlhf_maestro.method import AggregateOutput, MaestroAggregator, MaestroConfig
+from openrlhf_maestro.metric_names import INVALID as INVALID_KEY
 from openrlhf_maestro.probe import PolicyProbe
 from openrlhf_maestro.spec import AggregatorSpec, SpecError
 
