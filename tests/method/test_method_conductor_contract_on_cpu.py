@@ -199,7 +199,7 @@ def test_a_skipped_update_warns_once_whole_leaves_no_gradient_and_the_warning_su
     )
     with pytest.warns(RuntimeWarning, match=_whole(message)):
         assert _skip_once(agg)["maestro/skipped_updates"] == 1.0
-    assert all(p.grad is None for p in agg.conductor.parameters())  # nothing half-computed is left behind
+    assert all(p.grad is None for p in agg.conductor.parameters())
     resumed = MaestroAggregator(["a", "b"], hidden_size=4)
     resumed.load_state_dict(agg.state_dict())
     with warnings.catch_warnings():
@@ -209,3 +209,21 @@ def test_a_skipped_update_warns_once_whole_leaves_no_gradient_and_the_warning_su
     never_warned.load_state_dict(MaestroAggregator(["a", "b"], hidden_size=4).state_dict())
     with pytest.warns(RuntimeWarning, match="update skipped"):
         _skip_once(never_warned)
+
+
+def test_an_overflowing_gradient_is_skipped_after_backward_and_leaves_neither_a_step_nor_a_gradient() -> None:
+    """Â = ±3e37: the meta-loss is finite (the terms cancel, 0.01·log 2 of entropy bonus is what is left) but the
+    gradient norm overflows: the update is skipped, φ is unchanged, and the overflowed gradient is dropped."""
+    agg = MaestroAggregator(["a", "b"], hidden_size=4)
+    r = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    agg.aggregate(r, torch.tensor([0, 0, 1, 1]), torch.randn(4, 4, generator=torch.Generator().manual_seed(1)))
+    before = [p.detach().clone() for p in agg.conductor.parameters()]
+    with pytest.warns(
+        RuntimeWarning, match=r"^MAESTRO Conductor update skipped: non-finite Conductor gradient norm inf "
+    ):
+        fb = agg.feedback(torch.tensor([3e37, -3e37, 3e37, -3e37]))
+    assert fb["maestro/meta_loss"] == pytest.approx(-0.01 * math.log(2), rel=1e-4)  # uniform π over K = 2
+    assert fb["maestro/grad_norm"] == math.inf
+    assert fb["maestro/updates"] == 0.0 and fb["maestro/skipped_updates"] == 1.0
+    assert all(torch.equal(p, q) for p, q in zip(before, agg.conductor.parameters(), strict=True))
+    assert all(p.grad is None for p in agg.conductor.parameters())
