@@ -299,3 +299,12 @@ def test_registering_names_the_class() -> None:
         assert Named.name == "test_named" and get_aggregator("test_named") is Named
     finally:
         aggregation_module._AGGREGATORS.pop("test_named", None)
+
+
+def test_an_unknown_name_lists_the_names_and_the_two_plugin_spellings() -> None:
+    message = (
+        r"^unknown reward aggregator 'nope'; valid names: \[.*'gdpo'.*'maestro'.*'random'.*'sum'.*\], or a "
+        r"RewardAggregator subclass as package\.module:Class or path/to/file\.py:Class$"
+    )
+    with pytest.raises(ValueError, match=message):
+        get_aggregator("nope")
