@@ -477,7 +477,11 @@ def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
     hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "format,preference")
     assert hook.policy_probe is None  # a reward-model channel reads nothing from the policy forward
     experiences = [_experience([0.0, 0.0], [0, 1], {"obj/format": torch.ones(2)})]
-    with pytest.raises(RuntimeError, match=r"no experience maker, so the model channels \['preference'\]"):
+    message = (
+        r"^OpenRLHF passed no experience maker, so the model channels \['preference'\] cannot run: apply "
+        r"patches/openrlhf-0\.11\.2-reward-aggregator\.patch, or use the plugin's launcher$"
+    )
+    with pytest.raises(RuntimeError, match=message):
         hook.before_advantages(experiences, None)
     # OpenRLHF's real experience maker, as an unpatched OpenRLHF builds it beside a reward function: no RM group.
     maker = RemoteExperienceMaker(
