@@ -143,7 +143,7 @@ def test_the_constructors_defaults_are_maestro_configs() -> None:
     for p, q in zip(plain.parameters(), configured.parameters(), strict=True):
         assert torch.equal(p, q)
     assert updaters[0].updates == updaters[1].updates == 2
-    # And without the lr: the same first loss as MaestroConfig's entropy_coef gives.
+    # And the remaining defaults, read back: MaestroConfig's lr, entropy_coef and grad_clip.
     fresh = MetaUpdater(Conductor(4, 3))
     assert fresh.entropy_coef == MaestroConfig().entropy_coef and fresh.grad_clip == MaestroConfig().grad_clip
     assert fresh.optimizer.defaults["lr"] == MaestroConfig().lr
