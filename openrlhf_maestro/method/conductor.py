@@ -169,15 +169,18 @@ class Conductor(nn.Module):
         # One pass over h gives both the RMS and the finiteness check: a nan/inf entry makes its row norm non-finite.
         norm = torch.linalg.vector_norm(h, dim=-1)
         bad = ~torch.isfinite(norm)
+        rows = None
         if bool(bad.any()):
             rows = bad.nonzero().squeeze(-1)
             row_finite = torch.isfinite(h[rows]).all(-1)
             if not bool(row_finite.all()):
                 raise ValueError(f"hidden state is not finite at row {int(rows[~row_finite][0])}")
-            norm[rows] = torch.linalg.vector_norm(h[rows].double(), dim=-1).float()  # finite but huge: overflowed
         if self.input_norm == "rms":
             # Makes the head (and its lr) independent of the LM's hidden-state scale.
-            scale = torch.rsqrt(norm.square() / self.hidden_size + 1e-6).unsqueeze(-1)
+            scale = torch.rsqrt(norm.square() / self.hidden_size + 1e-6)
+            if rows is not None:  # finite but huge: Σh² overflowed float32; in float64 it fits, and so does 1/rms
+                scale[rows] = torch.rsqrt(h[rows].double().square().mean(-1) + 1e-6).float()
+            scale = scale.unsqueeze(-1)
         else:
             scale = torch.ones_like(norm).unsqueeze(-1)
         return Features(h, scale)

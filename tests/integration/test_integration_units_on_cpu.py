@@ -480,7 +480,11 @@ def test_model_channels_a_run_cannot_compute_are_named_with_the_fix():
     hook = _hook("--reward.aggregator", "sum", "--reward.objectives", "format,preference")
     assert hook.policy_probe is None  # a reward-model channel reads nothing from the policy forward
     experiences = [_experience([0.0, 0.0], [0, 1], {"obj/format": torch.ones(2)})]
-    with pytest.raises(RuntimeError, match=r"no experience maker, so the model channels \['preference'\]"):
+    message = (
+        r"^OpenRLHF passed no experience maker, so the model channels \['preference'\] cannot run: apply "
+        r"patches/openrlhf-0\.11\.2-reward-aggregator\.patch, or use the plugin's launcher$"
+    )
+    with pytest.raises(RuntimeError, match=message):
         hook.before_advantages(experiences, None)
     # OpenRLHF's real experience maker, as an unpatched OpenRLHF builds it beside a reward function: no RM group.
     maker = RemoteExperienceMaker(
@@ -830,3 +834,36 @@ def test_a_hidden_state_aggregator_without_hidden_states_names_the_fix():
     )
     with pytest.raises(RuntimeError, match=message):
         hook.before_advantages(experiences, None)
+
+
+def test_the_weights_log_of_a_maestro_run_holds_each_responses_expected_weights(tmp_path):
+    """With maestro's Conductor the weights log holds, per response in sample order, E[w | h] of its own h, worked
+    out by hand: x = h / sqrt(mean(h²) + 1e-6), z = W·x, π = (1 − K·ε)·softmax(z) + ε (τ = 1, ε = 0.02),
+    E[w] = (1 − β)·w_prior + β·π with β = 0.5 and the uniform prior; the drawn weights are one of w(a)."""
+    import json
+
+    log = tmp_path / "w.jsonl"
+    flags = ("--reward.aggregator", "maestro", "--reward.objectives", "a,b", "--reward.weights_log", str(log))
+    hook = _hook(*flags, hidden_size=2)
+    head = [[2.0, -1.0], [-1.0, 3.0]]
+    with torch.no_grad():
+        hook.aggregator.conductor.output_layer.weight.copy_(torch.tensor(head))
+    hidden = torch.tensor([[1.0, (i - 5.5) / 3] for i in range(12)])  # every response its own preference
+    a, b = [((7 * i) % 5) / 4 for i in range(12)], [float(i % 3) for i in range(12)]
+    experiences, _ = _shuffled_batch(a, b, hidden, SHUFFLED, 3)
+    for e in experiences:
+        e.prompts = [f"prompt {i}" for i in e.index]
+    hook.before_advantages(experiences)
+    expected = []
+    for h in hidden.tolist():
+        scale = 1 / math.sqrt((h[0] ** 2 + h[1] ** 2) / 2 + 1e-6)
+        z = [sum(w * v * scale for w, v in zip(row, h, strict=True)) for row in head]
+        soft = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]
+        pi = [(1 - 2 * 0.02) * p + 0.02 for p in soft]
+        expected.append({"a": 0.5 * 0.5 + 0.5 * pi[0], "b": 0.5 * 0.5 + 0.5 * pi[1]})
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [f"prompt {i}" for i in range(12)]
+    for row, mean in zip(rows, expected, strict=True):
+        assert row["expected"] == pytest.approx(mean, abs=1e-5)
+        assert sorted(row["weights"].values()) == pytest.approx([0.25, 0.75])  # w(a) = 0.25 + 0.5·e_a
+    assert max(e["a"] for e in expected) - min(e["a"] for e in expected) > 0.3  # the order is visible

@@ -37,8 +37,11 @@ def test_group_zscore_uses_the_present_entries_of_each_group():
     assert math.isnan(z[3, 0].item()) and math.isnan(z[1, 1].item()) and math.isnan(z[5, 1].item())
     assert z[4, 1].item() == 0.0  # one present value in its group: nothing to normalize against
     assert z[4, 0].item() == 0.0 and z[5, 0].item() == 0.0  # constant in its group
+    # A missing entry in another group changes nothing here: the NaN-aware path gives the complete path's z-scores.
     complete = torch.tensor([[1.0, 4.0], [2.0, 0.0], [3.0, 6.0], [0.5, 8.0]])
-    torch.testing.assert_close(group_zscore(complete, group_ids[:4]), group_zscore(complete.clone(), group_ids[:4]))
+    with_other = torch.cat([complete, torch.tensor([[NAN, 1.0], [2.0, 3.0]])])
+    by_group = group_zscore(with_other, torch.tensor([0, 0, 0, 0, 1, 1]))
+    torch.testing.assert_close(by_group[:4], group_zscore(complete, group_ids[:4]))
 
 
 @pytest.mark.parametrize("cls", [SumAggregator, GDPOAggregator, RandomEmphasisAggregator, MaestroAggregator])
