@@ -26,7 +26,7 @@ from openrlhf_maestro.method import aggregation as aggregation_module
 from openrlhf_maestro.method.normalize import scalarize
 
 # The metric key of the mean drawn weight per objective (one place, for a rename of the key).
-WEIGHT_KEY = "maestro/weight/{}"
+WEIGHT_KEY = "aggregator/weight/{}"
 
 S2, S8 = math.sqrt(2.0), math.sqrt(8.0)
 # Two prompts of two responses, objectives a and b.
@@ -166,7 +166,7 @@ def test_bad_rewards_and_group_ids_are_named_whole() -> None:
 
 
 def test_bad_objective_names_are_refused_whole() -> None:
-    with pytest.raises(ValueError, match=_whole("objectives must name at least one reward channel, got []")):
+    with pytest.raises(ValueError, match=_whole("objectives must name at least one objective, got []")):
         SumAggregator([])
     for names in ([""], ["a", 3]):
         with pytest.raises(ValueError, match=_whole(f"objectives must be distinct non-empty strings, got {names}")):
@@ -179,13 +179,16 @@ def test_unknown_options_are_named_with_the_options_each_aggregator_reads() -> N
     message = "the 'random' aggregator has no options ['tau']; it reads ['beta', 'normalization', 'norm_eps', 'seed']"
     with pytest.raises(ValueError, match=_whole(message)):
         RandomEmphasisAggregator.build(["a"], None, {"tau": 1.0})
-    with pytest.raises(
-        ValueError, match=r"^unknown maestro options \['prior'\] \(the prior is the weights\); valid: "
-    ):
+    prior_message = r"^the 'maestro' aggregator has no options \['prior'\] \(the prior is the weights\); it reads "
+    with pytest.raises(ValueError, match=prior_message):
         MaestroAggregator.build(["a"], None, {"prior": [1.0]})
-    with pytest.raises(ValueError, match=r"^unknown maestro options \['temperature'\]; valid: \['tau', 'min_prob', "):
+    tau_message = r"^the 'maestro' aggregator has no options \['temperature'\]; it reads \['tau', 'min_prob', "
+    with pytest.raises(ValueError, match=tau_message):
         MaestroAggregator.build(["a"], None, {"temperature": 1.0})
-    message = "min_prob=0.25 is too large for K=4 objectives: the floor needs K*min_prob < 1, i.e. min_prob < 0.25"
+    message = (
+        "min_prob=0.25 is out of range for K=4 objectives: the floor needs 0 <= K*min_prob < 1, i.e. "
+        "0 <= min_prob < 0.25"
+    )
     with pytest.raises(ValueError, match=_whole(message)):
         MaestroAggregator(["a", "b", "c", "d"], min_prob=0.25)  # K·ε = 1 exactly
 

@@ -34,7 +34,7 @@ REFUSED = [
     ("beta", -0.1, "beta must be in [0, 1], got -0.1"),
     ("beta", 1.5, "beta must be in [0, 1], got 1.5"),
     ("beta", NAN, "beta must be in [0, 1], got nan"),
-    ("prior", (), "prior must hold one weight per objective, got an empty sequence"),
+    ("prior", (), "need at least one objective, got K=0"),  # the prior gives K; validate_prior refuses K = 0
     ("prior", (1.0, -2.0), "prior[1] must be a finite number >= 0, got -2.0"),
     ("prior", (INF, 1.0), "prior[0] must be a finite number >= 0, got inf"),
     ("prior", (0, 0), "prior must have a positive sum, got [0.0, 0.0]"),
