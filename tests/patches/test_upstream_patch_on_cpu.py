@@ -11,7 +11,9 @@ reward function needs neither), plus the CPU-portability patch:
 - the plugin's file for ``--reward.aggregator``, loaded the way the patched OpenRLHF loads it, drives the plugin's
   aggregators on real OpenRLHF ``Experience`` objects; bad ``--reward.aggregator_args`` fail naming the fix;
 - e2e: two GRPO steps through the patched *plain* CLI ``python -m openrlhf.cli.train_ppo_ray --reward.aggregator
-  <the plugin's file>`` on a Ray cluster with logical GPUs, with the CPU runtime's process-wide patches.
+  <the plugin's file>`` on a Ray cluster with logical GPUs, with the CPU runtime's process-wide patches: maestro
+  with the target-aligned meta-reward over three text rewards and three model channels (the paper's rule runs end
+  to end on the launcher path, tests/e2e/test_maestro_pipeline_on_cpu.py).
 
 The wheel is downloaded once per session with pip (or taken from ``$OPENRLHF_WHEEL``); without it the tests fail.
 """
@@ -396,9 +398,12 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so that the cleanup reaches only this cluster
     )
-    # The three model channels, one per source, computed through the patched experience maker.
+    # The three model channels, one per source, computed through the patched experience maker; the target-aligned
+    # meta-reward (h at the prompt, one emphasis per group) learns from obj/judge, which only the arithmetic
+    # prompts report (tests/e2e/judge_reward.py) and which is kept out of R.
     objectives = [*OBJECTIVES, *CHANNELS]
-    aggregator_args = {"aggregator": "maestro", "objectives": objectives, "options": {"lr": 0.01}}
+    options = {"lr": 0.01, "meta_reward": "alignment", "target": "judge"}
+    aggregator_args = {"aggregator": "maestro", "objectives": objectives, "options": options, "context": "prompt"}
     # fmt: off
     flags = [
         "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
@@ -411,7 +416,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
         "--rollout.micro_batch_size", "4", "--train.batch_size", "16", "--train.micro_batch_size", "4",
         "--train.max_epochs", "1", "--train.num_episodes", "1", "--train.seed", "42", "--actor.adam.lr", "1e-3",
         "--algo.advantage.estimator", "group_norm", "--algo.kl.init_coef", "0",
-        "--reward.remote_url", str(REPO / "examples/rewards/demo_reward.py"),
+        "--reward.remote_url", str(REPO / "tests/e2e/judge_reward.py"),
         "--reward.model_name_or_path", str(rm_dir), "--reward.num_nodes", "1", "--reward.num_gpus_per_node", "1",
         "--reward.aggregator", str(PLUGIN_FILE), "--reward.aggregator_args", json.dumps(aggregator_args),
         "--logger.tensorboard_dir", str(out / "tensorboard"), "--ckpt.output_dir", str(out / "model"),
@@ -434,7 +439,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
                 stderr=subprocess.STDOUT,
                 timeout=480,
             )
-        print(f"patched plain CLI, 2 GRPO steps with maestro: {time.time() - t0:.0f}s")
+        print(f"patched plain CLI, 2 GRPO steps with maestro (alignment meta-reward): {time.time() - t0:.0f}s")
     finally:
         stop_process_group(ray_head)
         ray_log.close()
@@ -447,7 +452,12 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
         assert sorted(scalars.get(f"train/aggregator/weight/{name}", {})) == [1, 2], sorted(scalars)
         assert sorted(scalars.get(f"train/reward/{name}", {})) == [1, 2]
         assert all(math.isfinite(v) for v in scalars[f"train/reward/{name}"].values()), name
-    assert scalars["train/maestro/updates"] == {1: 1.0, 2: 2.0}
+    # One Conductor update per step with a labelled group (2+ judge values in a group), none on the others.
+    fractions = scalars["train/maestro/target_fraction"]
+    assert sorted(fractions) == [1, 2] and any(f > 0 for f in fractions.values()), fractions
+    assert scalars["train/maestro/updates"] == {
+        step: float(sum(fractions[s] > 0 for s in fractions if s <= step)) for step in (1, 2)
+    }
     for step in (1, 2):
         assert sum(scalars[f"train/aggregator/weight/{n}"][step] for n in objectives) == pytest.approx(1.0, abs=1e-5)
         # entropy: mean token entropy in nats, within [0, log V]; perplexity: a group rank in [0, 1] with mean
@@ -465,6 +475,7 @@ def test_plain_openrlhf_cli_trains_with_maestro_through_the_patches(
     saved = states["reward_aggregator"]
     assert saved["aggregator"] == "maestro" and saved["objectives"] == objectives and saved["hidden_size"] == 128
     assert saved["state"]["meta"] is not None
+    assert saved["state"]["config"]["meta_reward"] == "alignment" and saved["state"]["config"]["target"] == "judge"
 
 
 def test_the_plugins_launcher_defers_to_a_patched_openrlhfs_own_flag(patched_tree: Path, tiny_model_dir: Path):
