@@ -1,11 +1,11 @@
 """MAESTRO on a real language model: SmolLM2-135M-Instruct, GRPO through OpenRLHF's pipeline on the CPU.
 
-    python bench/bench_real_model.py                       # every method x seeds 0 1 2 (~95 min on 2 cores)
+    python bench/bench_real_model.py                       # (a), (b): 5 methods x seeds 0 1 2 (~95 min on 2 cores)
     python bench/bench_real_model.py --seeds 0             # a part; finished runs are skipped on a rerun
     python bench/bench_real_model.py --report-only         # tables and figures from the finished runs
-    python bench/bench_real_model.py --comparison target   # issue 22's rows, in outputs/bench-real-model-target
+    python bench/bench_real_model.py --comparison target   # (c): 4 rows x 3 seeds (~75 min), its own workdir
 
-Two questions (``bench/real_model_task.py`` has the prompts, references and metrics):
+Three questions (``bench/real_model_task.py`` has the prompts, references and metrics):
 
 (a) The paper's pattern. Its Conductor leans to `entropy` on creative prompts and to `perplexity` on
     reasoning prompts. Reading SmolLM2's hidden states, does ours separate the two families by its weights?
