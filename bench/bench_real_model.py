@@ -188,7 +188,7 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
     steps = sorted(scalars["train/timing/step_total"])
     if len(steps) != args.steps:
         raise RuntimeError(f"{method} seed {seed}: logged {len(steps)} steps, expected {args.steps}; see {out}")
-    tags = {name: train_tag(objective_key(name)) for name in (*OBJECTIVES, task.TARGET)}
+    tags = {name: train_tag(objective_key(name)) for name in OBJECTIVES}  # (obj/task's batch mean is NaN: not kept)
     tags |= {tag.removeprefix("train/"): tag for tag in scalars if tag.startswith("train/maestro/target")}
     per_step = {name: [scalars[tag][s] for s in steps] for name, tag in tags.items() if tag in scalars}
     inputs = {r["input"]: r["category"] for r in read_rows(data["train"], PROMPT_KEYS)}
