@@ -25,6 +25,7 @@ help:
 	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~10 min)"
 	@echo "make bench-overhead  MAESTRO's step time against sum and plain GRPO in the real pipeline (~35 min)"
 	@echo "make bench-real-model  MAESTRO against gdpo, sum and random on SmolLM2-135M, 3 seeds (~95 min; resumable, SEEDS=0 for a part)"
+	@echo "make bench-real-model COMPARISON=target  issue 22: the target meta-reward against sum + the target, maestro and sum (~75 min)"
 
 setup: $(STAMP)
 
@@ -79,8 +80,10 @@ bench-overhead: setup
 	$(PY) bench/bench_overhead.py
 
 SEEDS ?= 0 1 2
+# paper: maestro, gdpo, sum, random, maestro-raw; target: issue 22's rows, in outputs/bench-real-model-target
+COMPARISON ?= paper
 bench-real-model: setup
-	$(PY) bench/bench_real_model.py --seeds $(SEEDS)
+	$(PY) bench/bench_real_model.py --comparison $(COMPARISON) --seeds $(SEEDS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

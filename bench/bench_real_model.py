@@ -1,10 +1,11 @@
 """MAESTRO on a real language model: SmolLM2-135M-Instruct, GRPO through OpenRLHF's pipeline on the CPU.
 
-    python bench/bench_real_model.py                       # every method x seeds 0 1 2 (~95 min on 2 cores)
+    python bench/bench_real_model.py                       # (a), (b): 5 methods x seeds 0 1 2 (~95 min on 2 cores)
     python bench/bench_real_model.py --seeds 0             # a part; finished runs are skipped on a rerun
     python bench/bench_real_model.py --report-only         # tables and figures from the finished runs
+    python bench/bench_real_model.py --comparison target   # (c): 4 rows x 3 seeds (~75 min), its own workdir
 
-Two questions (``bench/real_model_task.py`` has the prompts, references and metrics):
+Three questions (``bench/real_model_task.py`` has the prompts, references and metrics):
 
 (a) The paper's pattern. Its Conductor leans to `entropy` on creative prompts and to `perplexity` on
     reasoning prompts. Reading SmolLM2's hidden states, does ours separate the two families by its weights?
@@ -16,6 +17,10 @@ Two questions (``bench/real_model_task.py`` has the prompts, references and metr
     (reasoning) and distinct-2 within a length band over 4 sampled answers (creative). Also maestro with
     ``--maestro.normalization none`` (the paper, as summarized, scalarizes the raw rewards and then
     group-normalizes; the plugin's default group-normalizes each objective first).
+(c) ``--comparison target`` (issue 22): a target ``obj/task`` (the held-out measures, per response, on a fixed
+    quarter of the training prompts; ``real_model_task``, ``real_model_target_reward.py``) trains maestro's
+    Conductor by the alignment meta-reward (maestro-target, the target kept out of R), against sum with the target
+    as a fifth objective (sum-target, ``skip_objective`` where it is missing), maestro and sum; same settings.
 
 Every run is ``examples/scripts/train_grpo_smollm2_cpu.sh`` (the `make demo` settings: 4 prompts x 4 samples
 per step, 64 new tokens, temperature 0.7, actor lr 3e-5, KL 0.01, Conductor lr 2e-3) with
@@ -51,31 +56,57 @@ from openrlhf_maestro.report import ChatModel, latest_run_scalars, read_rows  # 
 from openrlhf_maestro.runtime.cpu_info import cpu_isa  # noqa: E402
 
 SCRIPT = REPO / "examples" / "scripts" / "train_grpo_smollm2_cpu.sh"
+TARGET_REWARD = REPO / "bench" / "real_model_target_reward.py"  # the demo reward + obj/task on a quarter of prompts
 METHODS = {  # name -> (aggregator, extra flags, label)
     "maestro": ("maestro", [], "maestro"),
     "gdpo": ("gdpo", ["--algo.advantage.estimator", "reinforce_baseline"], "gdpo (reinforce_baseline)"),
     "sum": ("sum", [], "sum, equal weights"),
     "random": ("random", [], "random emphasis"),
     "maestro-raw": ("maestro", ["--maestro.normalization", "none"], "maestro, normalization none"),
+    # issue 22: the target (obj/task, real_model_task) kept out of R and learned from by the Conductor, ...
+    "maestro-target": (
+        "maestro",
+        ["--maestro.meta_reward", "alignment", "--maestro.target", task.TARGET, "--reward.context", "prompt"],
+        "maestro, target meta-reward (alignment)",
+    ),
+    # ... against sum with the same target as a fifth training objective, left out of R where it is missing
+    "sum-target": ("sum", ["--reward.failure_policy", "skip_objective"], "sum + the target as an objective"),
+}
+OBJECTIVES = ("format", "length", "entropy", "perplexity")
+METHOD_ENV = {  # the target rows' reward file (the same format and length objectives) and objectives
+    "maestro-target": {"REWARD_FN": str(TARGET_REWARD)},
+    "sum-target": {"REWARD_FN": str(TARGET_REWARD), "OBJECTIVES": ",".join((*OBJECTIVES, task.TARGET))},
+}
+COMPARISONS = {  # --comparison -> (its rows, its default workdir): each comparison's rows run at one commit
+    "paper": (["maestro", "gdpo", "sum", "random", "maestro-raw"], REPO / "outputs" / "bench-real-model"),
+    "target": (["maestro-target", "sum-target", "maestro", "sum"], REPO / "outputs" / "bench-real-model-target"),
 }
 FAMILIES = ("reasoning", "creative")
-OBJECTIVES = ("format", "length", "entropy", "perplexity")
 PROMPT_KEYS = ("input", "label", "category")
 EVAL_SEED = 1234  # the creative answers' sampling seed: every policy is scored on draws of the same seed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=REPO / "outputs" / "bench-real-model")
+    p.add_argument(
+        "--comparison", choices=list(COMPARISONS), default="paper",
+        help="paper: maestro, gdpo, sum, random, maestro-raw; target (issue 22): maestro-target, sum-target, "
+        "maestro, sum. Sets the default --methods and --workdir",
+    )  # fmt: skip
+    p.add_argument("--workdir", type=Path, default=None, help="default: outputs/bench-real-model[-target]")
     p.add_argument("--model", type=Path, default=REPO / "outputs" / "smollm2", help="built here when absent")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the comparison's")
     p.add_argument("--steps", type=int, default=8, help="GRPO steps per run, 4 prompts each (default 8)")
     p.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out creative prompt")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--timeout", type=int, default=1200, help="seconds before one training run is killed")
     p.add_argument("--report-only", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    methods, workdir = COMPARISONS[args.comparison]
+    args.methods = args.methods or list(methods)
+    args.workdir = args.workdir or workdir
+    return args
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -114,27 +145,36 @@ def evaluate(model_dir: Path, heldout: list[dict], args: argparse.Namespace) -> 
     }
 
 
-def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict[str, Path]) -> dict:
-    """One training run of `method` at `seed`, its logs, and its trained model's held-out metrics."""
+def run_command(
+    args: argparse.Namespace, method: str, seed: int, train: Path, out: Path
+) -> tuple[dict[str, str], list[str]]:
+    """(environment, extra flags) of ``train_grpo_smollm2_cpu.sh`` for one run of ``method`` at ``seed``."""
     aggregator, extra, _ = METHODS[method]
-    out = args.workdir / "runs" / f"{method}-seed{seed}"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "OPENRLHF_CPU_RUNTIME"}
     env.update(
         MODEL=str(args.model),
         OUT=str(out),
         PYTHON=sys.executable,
-        DATA=str(data["train"]),
+        DATA=str(train),
         AGGREGATOR=aggregator,
         STEPS_PROMPTS=str(args.steps * 4),
         MAX_NEW_TOKENS=str(args.max_new_tokens),
         VERIFY_WEIGHT_SYNC="0",  # the demo and the tests check the sync; here it would cost a minute a run
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **METHOD_ENV.get(method, {}),
     )
     flags = ["--train.seed", str(seed), "--reward.weights_log", str(out / "weights.jsonl"), *extra]
     if aggregator in ("maestro", "random"):  # their draws have a seed of their own (MaestroConfig.seed, default 0)
         flags += [f"--{aggregator}.seed", str(seed)]
+    return env, flags
+
+
+def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict[str, Path]) -> dict:
+    """One training run of `method` at `seed`, its logs, and its trained model's held-out metrics."""
+    out = args.workdir / "runs" / f"{method}-seed{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    env, flags = run_command(args, method, seed, data["train"], out)
     t0 = time.time()
     with (out / "run.log").open("w") as log:
         proc = subprocess.run(
@@ -148,7 +188,8 @@ def train_and_score(args: argparse.Namespace, method: str, seed: int, data: dict
     steps = sorted(scalars["train/timing/step_total"])
     if len(steps) != args.steps:
         raise RuntimeError(f"{method} seed {seed}: logged {len(steps)} steps, expected {args.steps}; see {out}")
-    tags = {name: train_tag(objective_key(name)) for name in OBJECTIVES}
+    tags = {name: train_tag(objective_key(name)) for name in OBJECTIVES}  # (obj/task's batch mean is NaN: not kept)
+    tags |= {tag.removeprefix("train/"): tag for tag in scalars if tag.startswith("train/maestro/target")}
     per_step = {name: [scalars[tag][s] for s in steps] for name, tag in tags.items() if tag in scalars}
     inputs = {r["input"]: r["category"] for r in read_rows(data["train"], PROMPT_KEYS)}
     record = {
@@ -192,6 +233,7 @@ def git_commit() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.workdir = args.workdir.resolve()
+    rows = list(dict.fromkeys([*COMPARISONS[args.comparison][0], *METHODS]))  # the comparison's rows first
     runs_dir = args.workdir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     data = {
@@ -227,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['creative/distinct2_in_band']:.3f}",
                 flush=True,
             )
-            report(args.workdir, list(METHODS))
+            report(args.workdir, rows)
         print(f"[bench] runs done in {time.time() - t_all:.0f} s", flush=True)
-    print(report(args.workdir, list(METHODS)))
+    print(report(args.workdir, rows))
     return 0
 
 

@@ -27,10 +27,12 @@ LABELS = {
     "sum": "sum, equal weights",
     "random": "random emphasis",
     "maestro-raw": "maestro, normalization none",
+    "maestro-target": "maestro, target meta-reward (alignment)",
+    "sum-target": "sum + the target as an objective",
 }
 FAMILIES = ("reasoning", "creative")
 OBJECTIVES = ("format", "length", "entropy", "perplexity")
-CONDUCTOR_METHODS = ("maestro", "maestro-raw")  # the runs whose weights log has the Conductor's E[w | h]
+CONDUCTOR_METHODS = ("maestro", "maestro-raw", "maestro-target")  # their weights log has the Conductor's E[w | h]
 FIGURES = ("real_model_conductor_weights.png", "real_model_heldout.png", "real_model_objectives.png")
 
 
@@ -152,6 +154,24 @@ def pattern_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def family_weights_table(runs: list[dict], methods: list[str]) -> str:
+    """Per Conductor run of ``methods``: mean E[w_k | h] of every objective per family at the last step whose batch
+    held both families, and the largest |creative − reasoning| gap over the objectives at that step."""
+    head = ["method", "seed", "step", "family", *OBJECTIVES, "largest gap between the families"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    chosen = [r for r in runs if r["method"] in methods and r.get("weights_per_family")]
+    for run in sorted(chosen, key=lambda r: (methods.index(r["method"]), r["seed"])):
+        step = common_last_step(run)
+        means = {f: run["weights_per_family"][f][step]["mean"] for f in FAMILIES}
+        gap = max(abs(means["creative"][o] - means["reasoning"][o]) for o in OBJECTIVES)
+        for family in FAMILIES:
+            cells = [LABELS[run["method"]], str(run["seed"]), step, family]
+            cells += [f"{means[family][o]:.3f}" for o in OBJECTIVES]
+            cells.append(f"{gap:.3f}" if family == FAMILIES[0] else "")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def answers_section(runs: list[dict], methods: list[str], per_family: int = 2) -> str:
     """The first held-out answers of seed 0 (and of the initial model): greedy reasoning, one creative draw."""
     lines = []
@@ -248,6 +268,7 @@ def report(workdir: Path, methods: list[str]) -> str:
     text = "## (b) Held-out comparison\n\n" + heldout_table(runs, methods) + "\n"
     if any(r.get("weights_per_family") for r in runs):
         text += "\n## (a) The Conductor's weights per family at the last step\n\n" + pattern_table(runs) + "\n"
+        text += "\nEvery objective's weight per family:\n\n" + family_weights_table(runs, methods) + "\n"
     text += "\n## Held-out answers (seed 0)\n\n" + answers_section(runs, methods) + "\n"
     if trained:
         train_s = [r["train_s"] for r in trained]

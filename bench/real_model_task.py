@@ -138,6 +138,11 @@ def _creative(families: list) -> list[dict]:
     return rows
 
 
+MAX_TRAIN_PROMPTS = 2 * sum(len(subjects) for _, _, subjects in _CREATIVE_TRAIN)  # 32: half of them creative
+TARGET = "task"  # the target's objective name: obj/task
+TARGET_EVERY = 4  # one labelled training prompt in 4, in each family
+
+
 def train_prompts(count: int = 32, seed: int = 0) -> list[dict]:
     """``count`` training prompts, half per family, interleaved (reasoning, creative, ...)."""
     creative = _creative(_CREATIVE_TRAIN)
@@ -190,3 +195,24 @@ def distinct_in_band(responses: list[str], n: int = 2, band: tuple[int, int] = B
     if not grams:
         return 0.0
     return len(in_band) / len(responses) * len(set(grams)) / len(grams)
+
+
+def target_labelled(index: int) -> bool:
+    """Whether training prompt ``index`` (its position in ``train_prompts``) has a target: the first of every
+    TARGET_EVERY prompts of its family. The families alternate (reasoning at even positions), so the prompt is
+    number index // 2 of its family."""
+    return (index // 2) % TARGET_EVERY == 0
+
+
+def labelled_train_prompts(count: int = MAX_TRAIN_PROMPTS) -> list[dict]:
+    """The training prompts among the first ``count`` that have a target (``target_labelled``)."""
+    return [row for i, row in enumerate(train_prompts(count)) if target_labelled(i)]
+
+
+def target_value(response: str, label: str, category: str) -> float:
+    """The target on one response: reference match (reasoning) or its one-response distinct-2 in band (creative)."""
+    if category == "reasoning":
+        return reference_match(response, label)
+    if category == "creative":
+        return distinct_in_band([response])
+    raise ValueError(f"category must be 'reasoning' or 'creative', got {category!r}")
