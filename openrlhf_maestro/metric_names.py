@@ -137,7 +137,7 @@ METRICS: tuple[Metric, ...] = (
         reward_key("<objective>"),
         "every aggregator",
         "batch mean of the objective's raw value, over the responses that have it, before any normalization "
-        "or weighting",
+        "or weighting; also the alignment meta-reward's target (`--maestro.target`), which never enters R",
     ),
     Metric(
         INVALID,

@@ -209,6 +209,11 @@ class AggregatorSpec:
                 "keeps the target out of R; drop it from the objectives or name another target",
                 field="options",
             )
+        if target is not None and (clash := colliding_key(target)):
+            raise SpecError(
+                f"the target {target!r} would log as {clash}, one of the hook's own keys; name the target otherwise",
+                field="options",
+            )
         if target is not None and self.context != "prompt":
             raise SpecError(
                 f"the target {target!r} (meta_reward alignment) draws one emphasis per prompt from h at the prompt, "

@@ -53,6 +53,7 @@ from openrlhf_maestro.metric_names import (
     SECONDS_AGGREGATE,
     SECONDS_FEEDBACK,
     objective_key,
+    reward_key,
     skipped_key,
 )
 from openrlhf_maestro.probe import HIDDEN, PolicyProbe
@@ -292,8 +293,16 @@ class AggregatorHook:
         order = torch.argsort(sample_index_of(experiences))
         extra = {}
         if self.aggregator.target_objective is not None:  # kept out of R; NaN where missing or dropped
-            target = target_column(experiences, self.aggregator.target_objective)
-            extra["target"] = torch.where(invalid, torch.full_like(target, float("nan")), target)[order]
+            name = self.aggregator.target_objective
+            target = target_column(experiences, name)
+            target = torch.where(invalid, torch.full_like(target, float("nan")), target)
+            extra["target"] = target[order]
+            # Logged like an objective but over the responses that report it: OpenRLHF's own mean of the info
+            # entry would be NaN on every step where some prompt has no target, so the entry leaves info.
+            for experience in experiences:
+                experience.info.pop(objective_key(name), None)
+            if not torch.isnan(target).all():
+                logs[reward_key(name)] = float(target.nanmean())
         out = self.aggregator.aggregate(
             rewards[order], group_ids[order], None if hidden is None else hidden[order], **extra
         )

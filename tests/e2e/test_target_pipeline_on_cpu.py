@@ -42,3 +42,8 @@ def test_a_target_on_some_prompts_trains_the_conductor(tiny_model_dir, tmp_path_
     for step, fraction in fractions.items():
         if fraction > 0:
             assert scalars["train/maestro/target_gain"][step] > 0, scalars["train/maestro/target_gain"]
+    # The target is logged over the responses that report it (a word-count score in [0, 1]), never as a NaN mean.
+    assert "train/obj/judge" not in scalars and "train/obj/length" in scalars
+    judged = scalars["train/reward/judge"]
+    assert set(judged) == {s for s, f in fractions.items() if f > 0}, (judged, fractions)
+    assert all(0.0 <= v <= 1.0 for v in judged.values()), judged

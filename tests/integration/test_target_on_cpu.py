@@ -87,6 +87,10 @@ def test_the_target_is_an_optional_column_kept_out_of_r_and_nan_where_missing_or
     assert recorder.seen["rewards"].shape == (8, 2)  # the target is not an objective column
     assert logs["maestro/target_fraction"] == 0.5  # group 0 (samples 0-3) has 3 values, group 1 only one
     assert all(torch.isfinite(e.rewards).all() for e in experiences)
+    # Logged over the responses that report it: (0.1 + 0.2 + 0.3 + 0.5) / 4, and out of info (whose mean OpenRLHF
+    # would log as NaN); the objectives' own entries stay.
+    assert logs["reward/judge"] == pytest.approx(0.275)
+    assert all("obj/judge" not in e.info and "obj/a" in e.info for e in experiences)
     hook.after_advantages(experiences)
     assert hook.aggregator.updater.updates == 1
 
@@ -115,6 +119,11 @@ def test_an_aggregator_without_a_target_is_not_handed_one() -> None:
             r"target 'b' is also a training objective",
         ),
         ({"options": {"target": "judge"}, "context": "prompt"}, "options", r"only read by meta_reward='alignment'"),
+        (
+            {"options": {**ALIGN, "target": "invalid"}, "context": "prompt"},
+            "options",
+            r"the target 'invalid' would log as reward/invalid, one of the hook's own keys",
+        ),
     ],
 )
 def test_bad_combinations_are_refused_by_the_spec_before_any_model_loads(kwargs, field, message) -> None:
