@@ -111,7 +111,7 @@ def check_flags(argv: list[str]) -> int:
         ns = run.final
         keys = [
             "reward.aggregator",
-            "reward.aggregator_args",
+            *([] if run.flags_added else ["reward.aggregator_args"]),  # the patched path's own JSON flag
             "reward.objectives",
             "reward.weights",
             "algo.advantage.estimator",

@@ -70,7 +70,7 @@ def runs(tiny_model_dir, tmp_path_factory) -> dict[str, dict]:
             tiny_model_dir,
             "--reward.plugins",
             str(REPO / "tests/e2e/recording_maestro.py"),
-            "--maestro.lr",
+            "--maestro_recording.lr",  # the plugin aggregator's own option flags
             "1e-2",
             "--rollout.top_p",
             "1e-9",  # greedy: the same responses in every run (module docstring)
