@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openrlhf_maestro.channels import ModelChannel, get_channel, is_channel
-from openrlhf_maestro.method import RewardAggregator, get_aggregator, load_module, validate_prior
+from openrlhf_maestro.method import RewardAggregator, check_target, get_aggregator, load_module, validate_prior
 from openrlhf_maestro.metric_names import colliding_key, objective_key, reward_key
 from openrlhf_maestro.probe import CONTEXTS
 
@@ -203,12 +203,10 @@ class AggregatorSpec:
         if len(rms) > 1:
             raise SpecError(f"channels {rms} each need a reward model; one is supported", field="objectives")
         target = cls.target_of(self.option_values)
-        if target is not None and target in objectives:
-            raise SpecError(
-                f"the target {target!r} is also a training objective {list(objectives)}: the alignment meta-reward "
-                "keeps the target out of R; drop it from the objectives or name another target",
-                field="options",
-            )
+        try:
+            check_target(target, objectives)
+        except ValueError as err:
+            raise SpecError(str(err), field="options") from None
         if target is not None and (clash := colliding_key(target)):
             raise SpecError(
                 f"the target {target!r} would log as {clash}, one of the hook's own keys; name the target otherwise",

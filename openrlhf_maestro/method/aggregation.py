@@ -44,6 +44,7 @@ __all__ = [
     "SumAggregator",
     "alignment_values",
     "available_aggregators",
+    "check_target",
     "build_aggregator",
     "check_option_names",
     "counterfactual_advantages",
@@ -67,6 +68,15 @@ class AggregateOutput:
     expected_weights: Tensor | None = None
     """(N, K) the weights' expectation under the aggregator's own policy for each response, when the weights
     are drawn from one (maestro: E_{a~π_φ(·|h)}[w(a)]); None otherwise."""
+
+
+def check_target(target: str | None, objectives: Sequence[str]) -> None:
+    """A target (the alignment meta-reward's) is kept out of R, so it cannot also be a training objective."""
+    if target is not None and target in objectives:
+        raise ValueError(
+            f"target {target!r} is also a training objective {list(objectives)}: the alignment meta-reward keeps "
+            "the target out of R; drop it from the objectives or name another target"
+        )
 
 
 # ---- registry (verl-style) ----------------------------------------------------------------------------------
@@ -522,11 +532,7 @@ class MaestroAggregator(RewardAggregator):
         self.normalizer = ObjectiveNormalizer(self.config.normalization, k, self.config.norm_eps)
         self.conductor: Conductor | None = None
         self.updater: MetaUpdater | None = None
-        if self.config.target is not None and self.config.target in self.objectives:
-            raise ValueError(
-                f"target {self.config.target!r} is also a training objective {self.objectives}: the alignment "
-                "meta-reward keeps the target out of R; drop it from the objectives or name another target"
-            )
+        check_target(self.config.target, self.objectives)
         self._pending: tuple[Features, Tensor, Tensor | None] | None = None
         # meta_reward='alignment': the labelled groups' G (M, K) and the response count N of the last aggregate().
         self._pending_values: Tensor | None = None
