@@ -574,11 +574,7 @@ class MaestroAggregator(RewardAggregator):
         """
         if self.config.meta_reward == "alignment":
             return self._aggregate_alignment(rewards, group_ids, hidden, target)
-        if target is not None:
-            raise ValueError(
-                "this maestro aggregator has meta_reward='advantage' (the paper's), which does not read a target; "
-                "set meta_reward='alignment' and target=NAME to learn from one, or pass target=None"
-            )
+        self.refuse_target(target)  # meta_reward='advantage' (the paper's) reads none
         rewards, group_ids = self.validate_inputs(rewards, group_ids, hidden)
         assert hidden is not None
         conductor = self._build(hidden.shape[1])
