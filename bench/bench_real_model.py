@@ -77,9 +77,11 @@ METHOD_ENV = {  # the target rows' reward file (the same format and length objec
     "maestro-target": {"REWARD_FN": str(TARGET_REWARD)},
     "sum-target": {"REWARD_FN": str(TARGET_REWARD), "OBJECTIVES": ",".join((*OBJECTIVES, task.TARGET))},
 }
-COMPARISONS = {  # --comparison -> (its rows, its default workdir): each comparison's rows run at one commit
-    "paper": (["maestro", "gdpo", "sum", "random", "maestro-raw"], REPO / "outputs" / "bench-real-model"),
-    "target": (["maestro-target", "sum-target", "maestro", "sum"], REPO / "outputs" / "bench-real-model-target"),
+# --comparison -> (its rows, its default workdir, its default steps): each comparison's rows run at one commit.
+# The target comparison takes 10 steps, all 40 training prompts, as issue 22 asks for more than 8 in ~2 hours.
+COMPARISONS = {
+    "paper": (["maestro", "gdpo", "sum", "random", "maestro-raw"], REPO / "outputs" / "bench-real-model", 8),
+    "target": (["maestro-target", "sum-target", "maestro", "sum"], REPO / "outputs" / "bench-real-model-target", 10),
 }
 FAMILIES = ("reasoning", "creative")
 PROMPT_KEYS = ("input", "label", "category")
@@ -97,15 +99,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=REPO / "outputs" / "smollm2", help="built here when absent")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the comparison's")
-    p.add_argument("--steps", type=int, default=8, help="GRPO steps per run, 4 prompts each (default 8)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="GRPO steps per run, 4 prompts each (default: 8 paper, 10 target)"
+    )
     p.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out creative prompt")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--timeout", type=int, default=1200, help="seconds before one training run is killed")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
-    methods, workdir = COMPARISONS[args.comparison]
+    methods, workdir, steps = COMPARISONS[args.comparison]
     args.methods = args.methods or list(methods)
     args.workdir = args.workdir or workdir
+    args.steps = steps if args.steps is None else args.steps
     return args
 
 

@@ -84,6 +84,20 @@ _CREATIVE_TRAIN = [
         ],
     ),
 ]
+# Added for the 10-step target comparison (issue 22). Kept apart and appended after the first 16 creative
+# prompts' shuffle, so that train_prompts(32) is the same list as before they were added.
+_CREATIVE_TRAIN_MORE = [
+    (
+        "Write a short motto for a {s}.",
+        "motto",
+        [
+            ("school choir", "One song, many voices."),
+            ("hiking club", "Every hill is a view."),
+            ("night market", "Lights up, prices down."),
+            ("chess team", "Think twice, move once."),
+        ],
+    ),
+]
 _CREATIVE_HELDOUT = [
     (
         "Write a one-line poem about {s}.",
@@ -138,18 +152,22 @@ def _creative(families: list) -> list[dict]:
     return rows
 
 
-MAX_TRAIN_PROMPTS = 2 * sum(len(subjects) for _, _, subjects in _CREATIVE_TRAIN)  # 32: half of them creative
+MAX_TRAIN_PROMPTS = 2 * sum(len(s) for _, _, s in _CREATIVE_TRAIN + _CREATIVE_TRAIN_MORE)  # 40: half creative
 TARGET = "task"  # the target's objective name: obj/task
 TARGET_EVERY = 4  # one labelled training prompt in 4, in each family
 
 
 def train_prompts(count: int = 32, seed: int = 0) -> list[dict]:
     """``count`` training prompts, half per family, interleaved (reasoning, creative, ...)."""
-    creative = _creative(_CREATIVE_TRAIN)
-    if count // 2 > len(creative):
-        raise ValueError(f"{count} training prompts need {count // 2} creative ones; there are {len(creative)}")
-    reasoning = _reasoning(_REASONING_TRAIN, count - count // 2, random.Random(seed))
+    creative, more = _creative(_CREATIVE_TRAIN), _creative(_CREATIVE_TRAIN_MORE)
+    if count // 2 > len(creative) + len(more):
+        raise ValueError(
+            f"{count} training prompts need {count // 2} creative ones; there are {len(creative) + len(more)}"
+        )
+    reasoning = _reasoning(_REASONING_TRAIN, count - count // 2, random.Random(seed))  # a prefix for any count
     random.Random(seed + 1).shuffle(creative)
+    random.Random(seed + 2).shuffle(more)
+    creative += more
     rows = []
     for i in range(count):
         rows.append(reasoning[i // 2] if i % 2 == 0 else creative[i // 2])

@@ -33,8 +33,9 @@ def test_prompt_families_are_balanced_fixed_and_disjoint_from_the_heldout_ones()
             assert row["input"].endswith(task.REASONING_END) and int(row["label"]) > 0
         else:
             assert row["input"].endswith('".') and row["label"]
-    with pytest.raises(ValueError, match="need 20 creative ones; there are 16"):
-        task.train_prompts(40)
+    assert task.train_prompts(task.MAX_TRAIN_PROMPTS)[:32] == train  # more steps keep the first 32 prompts
+    with pytest.raises(ValueError, match="need 21 creative ones; there are 20"):
+        task.train_prompts(task.MAX_TRAIN_PROMPTS + 2)
 
 
 @pytest.mark.parametrize(
@@ -187,18 +188,18 @@ def test_a_target_for_an_unknown_family_is_refused() -> None:
 
 
 def test_the_labelled_quarter_is_fixed_a_quarter_of_each_family_and_the_same_in_shorter_runs() -> None:
-    train = task.train_prompts(32)
+    train = task.train_prompts(task.MAX_TRAIN_PROMPTS)
     labelled = task.labelled_train_prompts()
-    assert len(labelled) == 8
+    assert len(train) == 40 and len(labelled) == 10
     for family in ("reasoning", "creative"):  # the 1st, 5th, 9th and 13th prompt of each family
         assert [r for r in labelled if r["category"] == family] == [r for r in train if r["category"] == family][::4]
-    assert labelled == task.labelled_train_prompts(32)  # no draw: the same prompts on every call and machine
+    assert labelled == task.labelled_train_prompts(40)  # no draw: the same prompts on every call and machine
     assert task.labelled_train_prompts(8) == labelled[:2]  # a run of 2 steps labels the first of the same set
     assert [task.target_labelled(i) for i in range(10)] == [True, True] + [False] * 6 + [True, True]
     # the reward file finds a labelled prompt by its input inside the templated prompt: no input may be inside
     # another, and inputs are unique
     inputs = [r["input"] for r in train]
-    assert len(set(inputs)) == 32
+    assert len(set(inputs)) == 40
     assert not [(a, b) for a in inputs for b in inputs if a != b and a in b]
 
 
