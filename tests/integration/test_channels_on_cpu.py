@@ -83,6 +83,43 @@ def test_sample_problems_name_the_objective():
     assert "raised or returned no 'rewards'" in sample_problems(raised, ["format"])[0]
 
 
+def _rollout_sample(prompt: str, rewards: torch.Tensor | None, **objectives: float) -> Experience:
+    info = {f"obj/{name}": torch.tensor([value]) for name, value in objectives.items()}
+    return Experience(rewards=rewards, prompts=[prompt], info=info)
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ({"format": 1.0, "length": float("nan")}, "objective 'length': value nan is not finite"),
+        (
+            {"format": 1.0, "match": 0.0},
+            "objective 'length' (declared in --reward.objectives): the reward function's extra_logs has no "
+            "'obj/length'; it reported ['obj/format', 'obj/match']",
+        ),
+    ],
+)
+def test_a_bad_sample_under_stop_names_its_prompt_its_problem_and_the_ways_out(bad, problem):
+    """The pipeline's check of each rollout sample (``split_rollout_samples``) on OpenRLHF's own Experience rows.
+
+    The experience maker is built without ``__init__``: its OpenRLHF base needs Ray actor groups, and the check
+    runs before anything reaches them. That such an error stops a real run before step 1 and reaches the log is
+    shown once end to end (tests/e2e/test_reward_channels_pipeline_on_cpu.py, a raising reward function)."""
+    from openrlhf_maestro.integration.experience import AggregatingExperienceMaker, InvalidSampleError
+
+    maker = object.__new__(AggregatingExperienceMaker)
+    maker.function_objectives, maker.drop_invalid, maker.skip_objective = ["format", "length"], False, False
+    good = _rollout_sample("What is 2 + 2?", torch.tensor([1.0]), format=1.0, length=0.5)
+    samples = [good, _rollout_sample("Write a slogan for a bakery.", torch.tensor([1.0]), **bad)]
+    with pytest.raises(InvalidSampleError) as err:
+        maker.split_rollout_samples(samples)
+    assert str(err.value) == (
+        f"response 1 of this rollout batch (prompt 'Write a slogan for a bakery.'): {problem}. Fix the reward "
+        "function, or pass --reward.failure_policy drop_response (zero advantage for such responses) or "
+        "skip_objective (leave out only the missing objectives)."
+    )
+
+
 def test_info_keys_are_aligned_before_openrlhf_concatenates_them():
     from openrlhf_maestro.integration.experience import _align_info_keys
 
