@@ -42,7 +42,7 @@ def test_drifted_openrlhf_is_refused_with_target_and_fix():
     message = str(err.value)
     assert "openrlhf==0.12.0 is installed" in message
     assert "openrlhf==0.11.2" in message
-    assert "make setup" in message and "MAESTRO_SKIP_VERSION_CHECK=1" in message
+    assert "make setup" in message and "OPENRLHF_CPU_SKIP_VERSION_CHECK=1" in message
 
 
 def test_missing_package_is_refused():
@@ -62,7 +62,7 @@ def test_local_version_suffix_is_ignored_but_other_releases_are_not():
 
 
 def test_skip_switch_lets_a_drifted_stack_through():
-    found = check_versions(fake_lookup({"ray": "3.0.0"}), env={"MAESTRO_SKIP_VERSION_CHECK": "1"})
+    found = check_versions(fake_lookup({"ray": "3.0.0"}), env={"OPENRLHF_CPU_SKIP_VERSION_CHECK": "1"})
     assert found["ray"] == "3.0.0"
 
 

@@ -2,7 +2,7 @@
 
 Each runtime patch rebinds a named attribute of OpenRLHF, DeepSpeed or vLLM. When any of those
 packages moves, the attribute may move too, or keep its name and change its meaning. So the CPU
-runtime refuses to start on other versions unless ``MAESTRO_SKIP_VERSION_CHECK=1`` is set, and every
+runtime refuses to start on other versions unless ``OPENRLHF_CPU_SKIP_VERSION_CHECK=1`` is set, and every
 patch still checks that its own target exists (``PatchTargetMissing``).
 """
 
@@ -22,7 +22,7 @@ SUPPORTED: dict[str, tuple[tuple[str, ...], str]] = {
     "transformers": (("transformers",), "5.15.0"),
 }
 
-SKIP_ENV = "MAESTRO_SKIP_VERSION_CHECK"
+SKIP_ENV = "OPENRLHF_CPU_SKIP_VERSION_CHECK"
 
 
 class UnsupportedVersionError(RuntimeError):
@@ -57,7 +57,7 @@ def check_versions(
 
     Args:
         lookup: distribution name -> version string (``importlib.metadata.version`` by default).
-        env: environment to read ``MAESTRO_SKIP_VERSION_CHECK`` from (``os.environ`` by default).
+        env: environment to read ``OPENRLHF_CPU_SKIP_VERSION_CHECK`` from (``os.environ`` by default).
         packages: which entries of ``SUPPORTED`` to check; ``what`` and ``fix`` word the error.
 
     Returns:
