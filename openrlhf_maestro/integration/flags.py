@@ -12,7 +12,8 @@ The flags use OpenRLHF's dotted style, so ``hierarchize`` nests them like its ow
     --reward.plugins A.py,pkg.mod     imported first in every process: they register aggregators and channels
     --reward.context response|prompt  where a hidden-state aggregator reads h
     --<aggregator>.<option>           each registered aggregator's own options (the fields of its
-                                      ``options_class``: --maestro.tau, --random.beta, --gdpo.eps, a plugin's)
+                                      ``options_class``: --maestro.tau, --random.beta, --gdpo.eps, a plugin's;
+                                      a module:Class aggregator's under its class's own ``name``)
     --perplexity.reasoning_end        --perplexity.reference_template   (the perplexity channel)
 """
 
@@ -176,6 +177,14 @@ def add_plugin_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = 
     )
     for name in available_aggregators():
         add_option_arguments(parser, get_aggregator(name))
+    chosen = _value_in(argv, "--reward.aggregator")
+    if chosen and chosen not in available_aggregators():  # module:Class or file.py:Class
+        try:
+            cls = get_aggregator(chosen)
+        except ValueError:
+            return True  # the spec names the problem and the fix
+        if cls.name not in (chosen, *available_aggregators()):  # a name of its own: --<name>.<option> flags
+            add_option_arguments(parser, cls)
     return True
 
 
@@ -433,7 +442,7 @@ def other_aggregator_options(spec: AggregatorSpec, args: object) -> list[str]:
     stray = []
     for name in available_aggregators():
         cls = get_aggregator(name)
-        if name == spec.aggregator or cls.options_class is None:
+        if name in (spec.aggregator, spec.aggregator_class.name) or cls.options_class is None:
             continue
         defaults = cls.options_class()
         for option in cls.option_names:
@@ -442,7 +451,7 @@ def other_aggregator_options(spec: AggregatorSpec, args: object) -> list[str]:
                 stray.append(f"--{name}.{option}")
     if not stray:
         return []
-    own = [f"--{spec.aggregator}.{o}" for o in spec.aggregator_class.option_names]
+    own = [f"--{spec.aggregator_class.name}.{o}" for o in spec.aggregator_class.option_names]
     return [
         f"{', '.join(stray)} set, but --reward.aggregator is {spec.aggregator}, which does not read them; its "
         f"options are {', '.join(own) or 'none'}"

@@ -179,6 +179,44 @@ def test_a_plugin_aggregator_gets_flags_of_its_own_options(tmp_path):
     assert json.loads(getattr(ns, flags_module.SPEC_ARGS_DEST)) == spec.to_json()
 
 
+def test_a_file_class_aggregator_gets_flags_under_its_own_name(tmp_path):
+    """``--reward.aggregator file.py:Class`` (no --reward.plugins): a class that names itself gets
+    ``--<name>.<option>`` flags; they reach the spec; the run's own flags are not called another aggregator's."""
+    plugin = tmp_path / "file_class_i21.py"
+    plugin.write_text(
+        textwrap.dedent(
+            '''
+            from __future__ import annotations
+            from dataclasses import dataclass
+            from openrlhf_maestro.method import RewardAggregator, SumAggregator
+
+            @dataclass
+            class Options:
+                scale: float = 2.0
+                """what every weight is multiplied by"""
+
+            class Scaled(SumAggregator):
+                name = "scaled_file_i21"
+                options_class = Options
+
+                def __init__(self, objectives, weights=None, scale=2.0):
+                    super().__init__(objectives, [scale] * len(objectives))
+
+            class Unnamed(RewardAggregator):
+                options_class = Options
+            '''
+        )
+    )
+    argv = ["--reward.aggregator", f"{plugin}:Scaled", "--reward.objectives", "a,b"]
+    spec, problems = parse_launcher_spec(_parser([*argv, "--scaled_file_i21.scale", "3"]))
+    assert problems == [] and spec.options == {"scale": 3.0}
+    assert spec.build(None).weights.tolist() == [3.0, 3.0]
+    spec, problems = parse_launcher_spec(_parser(argv))
+    assert problems == [] and spec.options == {"scale": 2.0}  # the flag's default: the field's
+    with pytest.raises(SystemExit):  # no name of its own: no flags to take
+        _parser(["--reward.aggregator", f"{plugin}:Unnamed", "--reward.objectives", "a", "--Unnamed.scale", "3"])
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
