@@ -11,7 +11,9 @@ import json
 import statistics
 from pathlib import Path
 
-from openrlhf_maestro.metric_names import objective_key, train_tag
+from learning_report import paired_interval
+
+from openrlhf_maestro.metric_names import TARGET_FRACTION, TARGET_GAIN, objective_key, train_tag
 from openrlhf_maestro.report import read_rows
 
 METRICS = (
@@ -103,6 +105,50 @@ def heldout_table(runs: list[dict], methods: list[str]) -> str:
         cells.append(mean_sd([r["kl_per_step"][-1] for r in rs]) if method != "base" else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _both(run: dict) -> float:
+    return (run[METRICS[0][0]] + run[METRICS[1][0]]) / 2
+
+
+def paired_table(runs: list[dict], methods: list[str]) -> str:
+    """The comparison's first row minus each other row, paired by seed, for the two held-out scores and their mean:
+    the mean difference, its 95 % Student t interval over the seeds, and each seed's difference."""
+    first = methods[0]
+    ours = {r["seed"]: r for r in runs if r["method"] == first}
+    head = ["baseline", "seeds", METRICS[0][1], METRICS[1][1], "mean of both"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for method in methods[1:]:
+        theirs = {r["seed"]: r for r in runs if r["method"] == method}
+        common = sorted(set(ours) & set(theirs))
+        if not common:
+            continue
+        cells = [LABELS[method], " ".join(map(str, common))]
+        for score in (lambda r: r[METRICS[0][0]], lambda r: r[METRICS[1][0]], _both):
+            diffs = [score(ours[s]) - score(theirs[s]) for s in common]
+            mean, lo, hi = paired_interval(diffs)
+            per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
+            cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ({per_seed})" if len(diffs) > 1 else f"{mean:+.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def target_signal_table(runs: list[dict]) -> str:
+    """Per run that logged the target meta-reward's figures: the steps whose batch held a labelled group (the only
+    steps with a Conductor update), the mean share of labelled groups, and the mean target gain over those steps."""
+    fraction, gain = TARGET_FRACTION, TARGET_GAIN  # the record's keys: the metric names without train/
+    head = ["method", "seed", "steps with a labelled group", "labelled groups per step (mean)", "target gain (mean)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for run in sorted(runs, key=lambda r: (r["method"], r["seed"])):
+        per_step = run.get("objectives_per_step", {})
+        if fraction not in per_step:
+            continue
+        labelled = [i for i, f in enumerate(per_step[fraction]) if f > 0]
+        gains = [per_step[gain][i] for i in labelled if gain in per_step]
+        cells = [LABELS[run["method"]], str(run["seed"]), f"{len(labelled)} of {len(per_step[fraction])}"]
+        cells += [f"{statistics.mean(per_step[fraction]):.3f}", f"{statistics.mean(gains):+.4f}" if gains else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def common_last_step(run: dict) -> str:
@@ -266,6 +312,13 @@ def report(workdir: Path, methods: list[str]) -> str:
     machine = workdir / "machine.json"
     trained = [r for r in runs if r["method"] != "base"]
     text = "## (b) Held-out comparison\n\n" + heldout_table(runs, methods) + "\n"
+    paired = paired_table(runs, methods)
+    if paired.count("\n") > 1:
+        text += f"\nPaired by seed, {LABELS[methods[0]]} minus each row (95 % t interval; per seed):\n\n{paired}\n"
+    signal = target_signal_table(runs)
+    if signal:
+        text += "\nThe target meta-reward's signal per run (only labelled groups update the Conductor):\n\n"
+        text += signal + "\n"
     if any(r.get("weights_per_family") for r in runs):
         text += "\n## (a) The Conductor's weights per family at the last step\n\n" + pattern_table(runs) + "\n"
         text += "\nEvery objective's weight per family:\n\n" + family_weights_table(runs, methods) + "\n"

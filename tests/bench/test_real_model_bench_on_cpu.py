@@ -309,3 +309,34 @@ def test_the_report_has_the_target_rows_and_every_weight_per_family(tmp_path) ->
     row = "| maestro, target meta-reward (alignment) | 0 | 2 |"
     assert f"{row} reasoning | 0.100 | 0.100 | 0.100 | 0.700 | 0.400 |" in text
     assert f"{row} creative | 0.100 | 0.100 | 0.500 | 0.300 |  |" in text
+
+
+def test_the_report_pairs_the_first_row_with_each_other_by_seed_and_gives_the_target_signal(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    scores = {  # (match, distinct) per seed
+        "maestro-target": [(0.5, 0.5), (0.6, 0.4), (0.7, 0.9)],
+        "sum-target": [(0.4, 0.5), (0.6, 0.6), (0.5, 0.7)],
+        "sum": [(0.5, 0.5)],  # seed 0 only: one difference, no interval
+    }
+    for method, per_seed in scores.items():
+        for seed, (match, distinct) in enumerate(per_seed):
+            record = _run(method, seed, match, distinct)
+            if method == "maestro-target":
+                record["objectives_per_step"] |= {
+                    "maestro/target_fraction": [0.0, 0.5],
+                    "maestro/target_gain": [0.0, 0.02 * (seed + 1)],
+                }
+            (runs / f"{method}-seed{seed}.json").write_text(json.dumps(record))
+    text = real_model_report.report(tmp_path, bench.COMPARISONS["target"][0])
+    # match +0.1, 0, +0.2: mean +0.1, sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.248
+    assert "| sum + the target as an objective | 0 1 2 | +0.100 [-0.148, +0.348] (+0.100, +0.000, +0.200) |" in text
+    # distinct 0, -0.2, +0.2 (half-width 0.497); mean of both +0.05, -0.1, +0.2 (half-width 0.373)
+    assert (
+        "| +0.000 [-0.497, +0.497] (+0.000, -0.200, +0.200) | +0.050 [-0.323, +0.423] (+0.050, -0.100, +0.200) |"
+        in text
+    )
+    assert "| sum, equal weights | 0 | +0.000 | +0.000 | +0.000 |" in text
+    for seed in range(3):  # step 2 alone has a labelled group; its gain is the mean
+        row = f"| maestro, target meta-reward (alignment) | {seed} | 1 of 2 | 0.250 | +{0.02 * (seed + 1):.4f} |"
+        assert row in text
