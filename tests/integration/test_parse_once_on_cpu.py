@@ -142,9 +142,14 @@ def _parser(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_a_plugin_aggregator_gets_flags_of_its_own_options(tmp_path):
+def test_a_plugin_aggregator_gets_flags_of_its_own_options(tmp_path, monkeypatch):
     """--reward.plugins is read from the command line before the flags are added, so a plugin aggregator's
     ``options_class`` fields are flags too (typed by their annotations), and the spec takes them from there."""
+    from openrlhf_maestro.method import aggregation
+
+    # The registry is per process: the plugin's name is registered in a copy, so a second run of this test in
+    # the same process (mutmut runs the suite in-process) registers it again from its new tmp_path.
+    monkeypatch.setattr(aggregation, "_AGGREGATORS", dict(aggregation._AGGREGATORS))
     plugin = tmp_path / "scaled_plugin.py"
     plugin.write_text(
         textwrap.dedent(
