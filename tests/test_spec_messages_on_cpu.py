@@ -45,6 +45,12 @@ TARGET_NEEDS_PROMPT = (
         ),
         ({"options": {"tau": 0.0}}, "options", "tau must be a finite number > 0, got 0.0"),
         (
+            {"objectives": ("a", "b", "c", "d", "e"), "options": {"min_prob": 0.25}},  # fine for K = 2, not 5
+            "options",
+            "min_prob=0.25 is out of range for K=5 objectives: the floor needs 0 <= K*min_prob < 1, i.e. "
+            "0 <= min_prob < 0.2",
+        ),
+        (
             {"failure_policy": "ignore"},
             "failure_policy",
             "failure_policy must be one of ['stop', 'drop_response', 'skip_objective'], got 'ignore'",
@@ -131,6 +137,8 @@ def test_json_args_carry_every_key_and_default_the_ones_left_out(tmp_path):
         weights_log=str(tmp_path / "w.jsonl"),
         plugins=(str(plugin),),
     )
+    default_template = "\n\n<answer>\n{reference}\n</answer>"
+    assert spec.channels == {"perplexity": {"reasoning_end": "</r>", "reference_template": default_template}}
     assert spec.channel("perplexity").options["reasoning_end"] == "</r>"  # the spec's own options
     assert spec.channel("perplexity", {"reasoning_end": "</x>"}).options["reasoning_end"] == "</x>"  # given ones
     args = json.loads(json.dumps(spec.to_json()))
@@ -165,6 +173,11 @@ def test_json_args_carry_every_key_and_default_the_ones_left_out(tmp_path):
             "--reward.aggregator_args: \"context\" only applies to aggregators that read hidden states, not 'sum'",
         ),
         (
+            {"objectives": ["a"], "aggregator": "sum"},  # the aggregator comes from --reward.aggregator
+            "--reward.aggregator_args: unknown keys ['aggregator']; valid keys: ['objectives', 'weights', 'options', "
+            "'context', 'channels', 'failure_policy', 'weights_log', 'plugins']",
+        ),
+        (
             {"objectives": ["a", "b"], "weights": [1]},
             "--reward.aggregator_args \"weights\": weights must be 2 finite numbers, one per objective ['a', 'b']; "
             "got [1]",
@@ -177,3 +190,21 @@ def test_json_args_errors_name_the_key_to_fix(args, message):
     assert str(err.value) == message
     # a field's own check keeps its field (and the key in the message); the reader's checks name the key alone
     assert err.value.field == ("weights" if message.startswith('--reward.aggregator_args "weights"') else None)
+
+
+def test_json_args_load_the_plugins_before_reading_the_aggregator_they_register(tmp_path, monkeypatch):
+    from openrlhf_maestro.method import aggregation
+
+    monkeypatch.setattr(aggregation, "_AGGREGATORS", dict(aggregation._AGGREGATORS))
+    plugin = tmp_path / "hidden_plugin_i24.py"
+    plugin.write_text(
+        "from openrlhf_maestro.method import MaestroAggregator, register_aggregator\n"
+        "@register_aggregator('hidden_i24')\n"
+        "class Hidden(MaestroAggregator):\n"
+        "    pass\n"
+    )
+    args = {"objectives": ["a", "b"], "context": "prompt", "plugins": [str(plugin)]}  # context: needs the class
+    assert AggregatorSpec.from_aggregator_args("hidden_i24", args).context == "prompt"
+    with pytest.raises(SpecError) as err:  # an unknown name, where the context check looks the class up
+        AggregatorSpec.from_aggregator_args("median", {"objectives": ["a"], "context": "prompt"})
+    assert str(err.value).startswith("--reward.aggregator_args: unknown reward aggregator 'median'; valid names: [")
