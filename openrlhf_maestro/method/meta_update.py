@@ -21,6 +21,8 @@ the action: the same direction in expectation, without the sampling noise of a.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -163,7 +165,7 @@ class MetaUpdater:
                 f"MAESTRO Conductor update skipped: {reason} (non-finite advantages?). Further skips are only "
                 "counted in maestro/skipped_updates.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=_stacklevel_outside(sys._getframe()),
             )
 
     def clear(self) -> None:
@@ -213,3 +215,14 @@ def _clone(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_clone(v) for v in obj)
     return obj
+
+
+def _stacklevel_outside(frame) -> int:
+    """``warnings.warn``'s stacklevel, called from ``frame``, of the first frame outside method/ and torch (whose
+    ``enable_grad`` wraps ``_update``): the code that called ``feedback`` (the hook, a test), however many frames
+    the method and its decorators add in between."""
+    inside = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(torch.__file__) + os.sep)
+    level = 1  # the frame that calls warnings.warn
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level

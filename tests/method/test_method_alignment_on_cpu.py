@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from openrlhf_maestro.method import (
+    Conductor,
     GDPOAggregator,
     MaestroAggregator,
     MaestroConfig,
@@ -99,12 +100,22 @@ def test_the_action_reads_h_of_the_groups_first_response_only() -> None:
 def test_full_information_loss_by_hand() -> None:
     conductor = _aligned(hidden_size=2, min_prob=0.0, entropy_coef=0.1).conductor
     updater = MetaUpdater(conductor, entropy_coef=0.1)
-    logits = torch.tensor([[0.0, math.log(3.0)]])  # π = (0.25, 0.75)
-    loss, entropy = updater.loss(logits, torch.tensor([0]), torch.tensor([[1.0, -1.0]]))
-    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
-    # −Σ_a π_a G_a − λ H = −(0.25 − 0.75) − 0.1·H
-    assert float(entropy) == pytest.approx(h, abs=1e-6)
-    assert float(loss) == pytest.approx(0.5 - 0.1 * h, abs=1e-6)
+    # π = (0.25, 0.75), (0.75, 0.25), (0.5, 0.5); M = 3 rows, K = 2 actions, so no axis can stand in for the other
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0], [0.0, 0.0]])
+    values = torch.tensor([[2.0, -1.0], [0.5, 1.0], [1.0, 3.0]])  # G_i(a): not ±1, so π·G and π/G differ
+    loss, entropy = updater.loss(logits, torch.tensor([0, 0, 0]), values)
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))  # rows 1 and 2; row 3: log 2
+    mean_entropy = (2 * h + math.log(2.0)) / 3
+    # Σ_a π_a G_a per row: 0.25·2 − 0.75·1 = −0.25, 0.75·0.5 + 0.25·1 = 0.625, 0.5·1 + 0.5·3 = 2; loss = −mean − λ H
+    assert float(entropy) == pytest.approx(mean_entropy, abs=1e-6)
+    assert float(loss) == pytest.approx(-(-0.25 + 0.625 + 2.0) / 3 - 0.1 * mean_entropy, abs=1e-6)
+
+
+def test_full_information_loss_needs_the_discrete_conductor() -> None:
+    conductor = Conductor(2, 2, mode="dirichlet")
+    with pytest.raises(ValueError) as err:
+        MetaUpdater(conductor).loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2))
+    assert str(err.value) == "a value per action (M, K) needs the discrete Conductor (mode='discrete')"
 
 
 def _two_families(gen: torch.Generator, groups: int = 8, size: int = 4) -> tuple[torch.Tensor, ...]:

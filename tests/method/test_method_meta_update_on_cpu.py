@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 
 import pytest
 import torch
 
-from openrlhf_maestro.method import MaestroAggregator, group_norm
+from openrlhf_maestro.method import MaestroAggregator, group_norm, meta_update
 
 K, H, GROUPS, GROUP_SIZE = 3, 16, 32, 4
 
@@ -51,8 +53,11 @@ def test_non_finite_meta_loss_is_skipped_counted_and_warned_once(make_batch, obj
     before = [p.detach().clone() for p in agg.conductor.parameters()]
     adv = torch.zeros(r.shape[0])
     adv[3] = float("nan")
-    with pytest.warns(RuntimeWarning, match="non-finite meta-loss"):
+    with pytest.warns(RuntimeWarning, match="non-finite meta-loss") as record:
         fb = agg.feedback(adv)
+    # attributed to feedback's caller (this file; under mutmut, its trampoline), not to the method or torch
+    method_dir, torch_dir = (os.path.dirname(m.__file__) for m in (meta_update, torch))
+    assert len(record) == 1 and not record[0].filename.startswith((method_dir, torch_dir)), record[0].filename
     assert fb["maestro/skipped_updates"] == 1.0 and fb["maestro/updates"] == 0.0
     assert all(torch.equal(p, q) for p, q in zip(before, agg.conductor.parameters(), strict=True))
     agg.aggregate(r, g, h)
@@ -65,6 +70,13 @@ def test_non_finite_meta_loss_is_skipped_counted_and_warned_once(make_batch, obj
     out = agg.aggregate(r, g, h)
     fb = agg.feedback(group_norm(out.rewards, g))
     assert fb["maestro/updates"] == 1.0 and fb["maestro/skipped_updates"] == 2.0
+
+
+def test_the_stacklevel_counts_the_frames_inside_the_method_and_torch() -> None:
+    frame = sys._getframe()  # this test's own frame: already outside, so the caller itself (level 1)
+    assert meta_update._stacklevel_outside(frame) == 1
+    inner = torch.enable_grad()(lambda: sys._getframe(1))  # torch's wrapper frame, called from here
+    assert meta_update._stacklevel_outside(inner()) == 2  # the wrapper, then this test
 
 
 def test_feedback_without_aggregate_raises(objectives) -> None:
