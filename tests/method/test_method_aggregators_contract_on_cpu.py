@@ -311,3 +311,14 @@ def test_an_unknown_name_lists_the_names_and_the_two_plugin_spellings() -> None:
     )
     with pytest.raises(ValueError, match=message):
         get_aggregator("nope")
+
+
+def test_a_subclass_keeps_the_option_names_it_declares_over_an_inherited_options_class() -> None:
+    class FewerOptions(MaestroAggregator):  # inherits MaestroConfig, offers only two of its fields
+        option_names = ("lr", "tau")
+
+    class Derived(FewerOptions):  # declares nothing: inherits the parent's choice
+        pass
+
+    assert FewerOptions.option_names == ("lr", "tau") and Derived.option_names == ("lr", "tau")
+    assert "seed" in MaestroAggregator.option_names and "prior" not in MaestroAggregator.option_names

@@ -18,7 +18,7 @@ from openrlhf_maestro.method import (
     SumAggregator,
     group_norm,
 )
-from openrlhf_maestro.method.aggregation import alignment_values, counterfactual_advantages
+from openrlhf_maestro.method.aggregation import alignment_values, check_target, counterfactual_advantages
 from openrlhf_maestro.method.meta_update import MetaUpdater
 
 NAN = float("nan")
@@ -150,7 +150,7 @@ def test_a_batch_without_a_labelled_group_leaves_the_conductor_unchanged() -> No
     out = agg.aggregate(rewards, groups, hidden, target=target)
     assert out.metrics["maestro/target_fraction"] == 0.0 and math.isnan(out.metrics["maestro/target_gain"])
     metrics = agg.feedback(group_norm(out.rewards, groups))
-    assert metrics["maestro/updates"] == 0.0
+    assert metrics["maestro/updates"] == 0.0 and metrics["maestro/skipped_updates"] == 0.0  # no update tried
     assert all(torch.equal(p, q) for p, q in zip(before, agg.conductor.parameters(), strict=True))
 
 
@@ -234,3 +234,57 @@ def test_bad_target_tensors_are_refused() -> None:
 def test_aggregators_that_do_not_learn_from_a_target_refuse_one(agg) -> None:
     with pytest.raises(ValueError, match=r"does not read a target"):
         agg.aggregate(REWARDS, GROUPS, torch.randn(7, 4), target=TARGET)
+
+
+def test_the_target_gain_is_the_mean_g_of_the_chosen_emphases_over_the_labelled_groups() -> None:
+    agg = _aligned(hidden_size=4, lr=0.1)
+    rewards, groups, hidden, target, _ = _two_families(torch.Generator().manual_seed(5))
+    out = agg.aggregate(rewards, groups, hidden, target=target)
+    _, actions, _ = agg._pending  # what feedback() will learn from: the labelled groups' rows only
+    values = agg._pending_values
+    assert values.shape == (4, 2) and actions.shape == (4,)  # 4 of the 8 groups are labelled, K = 2
+    chosen = [float(values[i, int(actions[i])]) for i in range(4)]
+    assert len({round(c, 6) for c in chosen}) > 1  # distinct gains, so a wrong row or column would show
+    assert out.metrics["maestro/target_gain"] == pytest.approx(sum(chosen) / 4, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            None,
+            "meta_reward='alignment' needs the target 'judge' as aggregate(..., target=(N,) tensor), NaN where it "
+            "is missing; got none",
+        ),
+        (
+            torch.zeros(3, dtype=torch.long),
+            "target 'judge' must be a float tensor of shape (N,) = (4,), NaN where missing; got ((3,), torch.int64)",
+        ),
+        ([0.0] * 4, "target 'judge' must be a float tensor of shape (N,) = (4,), NaN where missing; got list"),
+        (
+            torch.tensor([0.0, float("inf"), 0.0, 0.0]),
+            "target 'judge' is infinite at row 1; mark a missing value with NaN",
+        ),
+    ],
+)
+def test_a_bad_target_is_refused_whole(target, message) -> None:
+    agg = _aligned(hidden_size=2)
+    with pytest.raises(ValueError) as err:
+        agg.aggregate(torch.rand(4, 2), torch.tensor([0, 0, 1, 1]), torch.rand(4, 2), target=target)
+    assert str(err.value) == message
+
+
+def test_a_target_given_to_another_aggregator_or_named_as_an_objective_is_refused_whole() -> None:
+    with pytest.raises(ValueError) as err:
+        SumAggregator(OBJ).aggregate(torch.rand(4, 2), torch.tensor([0, 0, 1, 1]), target=torch.zeros(4))
+    assert str(err.value) == (
+        "the 'sum' aggregator does not read a target objective; a target is only learnt from by maestro with "
+        "meta_reward='alignment' (--maestro.meta_reward alignment --maestro.target NAME). Pass target=None, or "
+        "train on the objective as one of the rewards"
+    )
+    with pytest.raises(ValueError) as err:
+        check_target("a", ["a", "b"])
+    assert str(err.value) == (
+        "target 'a' is also a training objective ['a', 'b']: the alignment meta-reward keeps the target out of R; "
+        "drop it from the objectives or name another target"
+    )
