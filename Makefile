@@ -25,7 +25,7 @@ help:
 	@echo "make bench-learning  MAESTRO against static weights on a two-family CPU task (docs/results.md, ~10 min)"
 	@echo "make bench-overhead  MAESTRO's step time against sum and plain GRPO in the real pipeline (~35 min)"
 	@echo "make bench-real-model  MAESTRO against gdpo, sum and random on SmolLM2-135M, 3 seeds (~95 min; resumable, SEEDS=0 for a part)"
-	@echo "make bench-real-model COMPARISON=target  issue 22: the target meta-reward against sum + the target, maestro and sum, 10 steps (~90 min)"
+	@echo "make bench-real-model COMPARISON=target  issue 22: the target meta-reward against sum + the target, maestro and sum, 10 steps (~80 min)"
 
 setup: $(STAMP)
 

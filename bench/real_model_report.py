@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from pathlib import Path
 
 from learning_report import paired_interval
@@ -258,7 +259,8 @@ def plot(runs: list[dict], methods: list[str], out_dir: Path) -> list[Path]:
                     xs = sorted(by_step)
                     ax.plot(xs, [statistics.mean(by_step[x]) for x in xs], color=colors[family], linewidth=2.5,
                             label=family)  # fmt: skip
-                ax.set(title=f"{LABELS[method]}: {objective}", xlabel="GRPO step", ylabel="mean E[w | h]")
+                ax.set(xlabel="GRPO step", ylabel="mean E[w | h]")
+                ax.set_title(textwrap.fill(f"{LABELS[method]}: {objective}", 40), fontsize=9)  # long labels wrap
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.legend(fontsize=8)
         fig.tight_layout()
