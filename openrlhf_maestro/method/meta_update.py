@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import warnings
+from types import FrameType
 from typing import Any
 
 import torch
@@ -217,7 +218,7 @@ def _clone(obj: Any) -> Any:
     return obj
 
 
-def _stacklevel_outside(frame) -> int:
+def _stacklevel_outside(frame: FrameType) -> int:
     """``warnings.warn``'s stacklevel, called from ``frame``, of the first frame outside method/ and torch (whose
     ``enable_grad`` wraps ``_update``): the code that called ``feedback`` (the hook, a test), however many frames
     the method and its decorators add in between."""
