@@ -10,9 +10,9 @@ upgrade that adds another compiled kernel on that path shows. The eager function
 compiled ones on every CPU (same draws from the same seed), since only AMX machines run them in the engine.
 
 The attention tests force each ISA of vLLM's CPU attention (``cpu_attn._get_attn_isa``: ``amx``, ``vec``,
-``vec16``) where this CPU can take it, as ``test_vllm_cpu_gemm_on_cpu.py`` does for the GEMM paths (the ISA vLLM picks itself here is checked on the first
-test's engine, not forced in a second one), and compare
-vLLM's log-probabilities of a fixed text with a float32 Hugging Face forward of the same weights, within the
+``vec16``) where this CPU can take it, as ``test_vllm_cpu_gemm_on_cpu.py`` does for the GEMM paths (the ISA vLLM
+picks itself here is checked on the first test's engine, not forced in a second one), and compare vLLM's
+log-probabilities of a fixed text with a float32 Hugging Face forward of the same weights, within the
 tolerance of ``--runtime.verify_weight_sync``.
 """
 
