@@ -131,23 +131,23 @@ def paired_table(runs: list[dict], methods: list[str]) -> str:
             per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
             cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ({per_seed})" if len(diffs) > 1 else f"{mean:+.3f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def target_signal_table(runs: list[dict]) -> str:
     """Per run that logged the target meta-reward's figures: the steps whose batch held a labelled group (the only
     steps with a Conductor update), the mean share of labelled groups, and the mean target gain over those steps."""
-    fraction, gain = TARGET_FRACTION, TARGET_GAIN  # the record's keys: the metric names without train/
     head = ["method", "seed", "steps with a labelled group", "labelled groups per step (mean)", "target gain (mean)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in sorted(runs, key=lambda r: (r["method"], r["seed"])):
-        per_step = run.get("objectives_per_step", {})
-        if fraction not in per_step:
+        per_step = run.get("objectives_per_step", {})  # keyed by the metric names without train/
+        if TARGET_FRACTION not in per_step:
             continue
-        labelled = [i for i, f in enumerate(per_step[fraction]) if f > 0]
-        gains = [per_step[gain][i] for i in labelled if gain in per_step]
-        cells = [LABELS[run["method"]], str(run["seed"]), f"{len(labelled)} of {len(per_step[fraction])}"]
-        cells += [f"{statistics.mean(per_step[fraction]):.3f}", f"{statistics.mean(gains):+.4f}" if gains else "–"]
+        fractions = per_step[TARGET_FRACTION]
+        labelled = [i for i, f in enumerate(fractions) if f > 0]
+        gains = [per_step[TARGET_GAIN][i] for i in labelled if TARGET_GAIN in per_step]
+        cells = [LABELS[run["method"]], str(run["seed"]), f"{len(labelled)} of {len(fractions)}"]
+        cells += [f"{statistics.mean(fractions):.3f}", f"{statistics.mean(gains):+.4f}" if gains else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -315,7 +315,7 @@ def report(workdir: Path, methods: list[str]) -> str:
     trained = [r for r in runs if r["method"] != "base"]
     text = "## (b) Held-out comparison\n\n" + heldout_table(runs, methods) + "\n"
     paired = paired_table(runs, methods)
-    if paired.count("\n") > 1:
+    if paired:
         text += f"\nPaired by seed, {LABELS[methods[0]]} minus each row (95 % t interval; per seed):\n\n{paired}\n"
     signal = target_signal_table(runs)
     if signal:
